@@ -1,0 +1,1 @@
+"""vlprep: turn multiple-choice visual-QA parquet into verl / TRL training data."""

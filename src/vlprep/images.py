@@ -1,0 +1,161 @@
+"""Any image form a raw row may carry -> encoded image bytes, or a named reason it is unusable.
+
+Valid encoded bytes pass through untouched: validity and size come from the header (plus PNG's chunk
+CRCs via verify() and JPEG's end marker for truncation), never from a pixel decode, which costs ~7x
+the whole I/O of a stage. Only already-decoded images (PIL / numpy) are encoded, as PNG."""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+# Pillow's own bomb threshold (~89.5 MP); the param max_image_pixels overrides it per stage.
+DEFAULT_MAX_PIXELS = 89_478_485
+
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_DATA_URI = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    data: bytes
+    width: int
+    height: int
+    format: str
+
+
+class ImageRejected(Exception):
+    """Carries a drop reason such as 'image_corrupt'; never escapes the stage uncounted."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """Check encoded bytes are a complete image of acceptable size, without decoding pixels."""
+    if not data:
+        raise ImageRejected("image_empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own bound below replaces Pillow's global one, so a param can raise or lower it.
+            with Image.open(io.BytesIO(data)) as im:
+                fmt, (width, height) = im.format, im.size
+                if width * height > max_pixels:
+                    raise ImageRejected("image_too_large", f"{width}x{height}")
+                if fmt == "PNG":
+                    im.verify()  # walks the chunks checking CRCs; no pixel decode
+    except ImageRejected:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageRejected("image_too_large", str(e)) from None
+    except Exception as e:  # Pillow raises many types for bad bytes: all mean "not a usable image"
+        raise ImageRejected("image_corrupt", f"{type(e).__name__}: {e}") from None
+    if fmt == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageRejected("image_truncated", "JPEG without end-of-image marker")
+    if width <= 0 or height <= 0:
+        raise ImageRejected("image_corrupt", f"size {width}x{height}")
+    return ImageInfo(data, width, height, fmt)
+
+
+def encode_decoded(image: Image.Image) -> bytes:
+    """PNG is lossless and deterministic; JPEG only for modes PNG cannot store (e.g. CMYK)."""
+    buf = io.BytesIO()
+    try:
+        image.save(buf, format="PNG")
+    except OSError:
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _within(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def read_image_file(path_str: str, root: Path | None) -> bytes:
+    """Read an image path, only from under `root`: a dataset must not be able to pull /etc/passwd or a
+    symlinked secret into training data. Relative paths are taken relative to root."""
+    if root is None:
+        raise ImageRejected("image_path_not_allowed", path_str)
+    root = Path(os.path.realpath(root))
+    candidate = Path(path_str)
+    candidate = candidate if candidate.is_absolute() else root / candidate
+    real = Path(os.path.realpath(candidate))  # resolves symlinks and '..'
+    if not _within(real, root):
+        raise ImageRejected("image_path_outside_root", path_str)
+    if not real.is_file():
+        raise ImageRejected("image_file_missing", path_str)
+    return real.read_bytes()
+
+
+def _looks_like_path(s: str, root: Path | None) -> bool:
+    # base64 never contains '.', and a short string naming an existing file is a path whatever it holds.
+    if "." in s:
+        return True
+    if len(s) < 1024:
+        p = Path(s)
+        return (p if p.is_absolute() or root is None else root / p).exists()
+    return False
+
+
+def _decode_text(text: str, root: Path | None) -> bytes:
+    """A string is a data URI, hex, base64, or a path to a file under root."""
+    s = text.strip()
+    if _DATA_URI.match(s):
+        s = s.split(",", 1)[1]
+    elif _looks_like_path(s, root):
+        return read_image_file(s, root)
+    if len(s) % 2 == 0 and _HEX.fullmatch(s):
+        return binascii.unhexlify(s)
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        # Not an encoding: a path after all (missing / outside root is reported as such).
+        return read_image_file(s, root)
+
+
+def to_bytes(value, root: Path | None) -> bytes:
+    """Bring one raw image value to encoded bytes (not yet validated)."""
+    if value is None:
+        raise ImageRejected("image_null")
+    if isinstance(value, dict):
+        if value.get("bytes") is not None:
+            return to_bytes(value["bytes"], root)
+        if value.get("path"):
+            return read_image_file(str(value["path"]), root)
+        raise ImageRejected("image_null")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return _decode_text(value, root)
+    if isinstance(value, Image.Image):
+        return encode_decoded(value)
+    if isinstance(value, (list, tuple)):  # bytes serialised as a list of ints, e.g. via JSON
+        try:
+            return bytes(value)
+        except (TypeError, ValueError):
+            raise ImageRejected("image_unreadable", "list is not bytes 0..255") from None
+    if hasattr(value, "__array_interface__"):  # numpy array of pixels
+        try:
+            return encode_decoded(Image.fromarray(value))
+        except (TypeError, ValueError) as e:
+            raise ImageRejected("image_unreadable", str(e)) from None
+    raise ImageRejected("image_unreadable", f"unsupported type {type(value).__name__}")
+
+
+def normalize_image(value, root: Path | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """One raw image -> validated encoded bytes with size and format; raises ImageRejected."""
+    return probe(to_bytes(value, root), max_pixels)

@@ -1,0 +1,36 @@
+"""The one place that builds the problem text. verl and trl both call it, so their prompts cannot
+drift apart again (the reference scripts ordered options differently and one had a literal '\\n')."""
+from __future__ import annotations
+
+import json
+
+INSTRUCTION = (
+    "You will solve a problem/request. You should provide your thoughts within <think> </think> tags "
+    "before providing the answer.\nWrite your final answer within <answer> </answer> tags."
+)
+IMAGE_MARKER = "<image>"  # what verl's RLHFDataset splits on to place images
+_LETTERS = "ABCDE"
+
+
+def ordered_options(options: dict[str, str]) -> list[tuple[str, str]]:
+    """A-E first in that order, then any other keys in their original order."""
+    first = [(k, options[k]) for k in _LETTERS if k in options]
+    rest = [(k, v) for k, v in options.items() if k not in _LETTERS]
+    return first + rest
+
+
+def problem_text(question: str, options: dict[str, str] | str) -> str:
+    """INSTRUCTION + question + options: the user text of every prompt."""
+    if isinstance(options, str):
+        options = json.loads(options)
+    body = f"Question: {question}\n\nOptions:" + "".join(f"\n\n{k}. {v}" for k, v in ordered_options(options))
+    return f"{INSTRUCTION}\n\n{body}"
+
+
+def verl_prompt_content(n_images: int, question: str, options) -> str:
+    """One literal <image> per image, in image order, before the text (verl's convention)."""
+    return IMAGE_MARKER * n_images + problem_text(question, options)
+
+
+def response_text(reasoning: str, answer_label: str) -> str:
+    return f"<think> {reasoning.strip()} </think>\n<answer> {answer_label} </answer>"

@@ -1,0 +1,90 @@
+"""Text fields of one raw row -> clean values, or a named drop reason (SPEC §1-2)."""
+from __future__ import annotations
+
+import json
+
+
+class RowRejected(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def normalize_options(value) -> dict[str, str]:
+    """dict, parquet struct/map, or JSON string -> {letter: text} in original key order.
+
+    Null values are removed: when pyarrow infers a struct from dicts with different keys, absent keys
+    come back as null, and the reference printed them as 'E. None' option lines."""
+    if value is None:
+        raise RowRejected("options_missing")
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except json.JSONDecodeError as e:
+            raise RowRejected("options_malformed_json", str(e)) from None
+    if isinstance(value, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
+        value = dict(value)  # a parquet map<string,string> arrives as a list of (key, value) pairs
+    if not isinstance(value, dict):
+        raise RowRejected("options_not_mapping", type(value).__name__)
+    options = {str(k).strip(): _text(v) for k, v in value.items() if v is not None}
+    if not options:
+        raise RowRejected("options_empty")
+    return options
+
+
+def normalize_label(value, options: dict[str, str]) -> str:
+    label = _text(value)
+    if label is None or not label.strip():
+        raise RowRejected("answer_label_missing")
+    label = label.strip()
+    if label not in options:
+        # e.g. 1 instead of "A", or "F" with options A-E: guessing a mapping could train on wrong answers.
+        raise RowRejected("answer_label_not_in_options", f"{label!r} not in {list(options)}")
+    return label
+
+
+def normalize_misc(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def normalize_text_fields(row: dict, warnings) -> dict:
+    """Everything but images. `warnings` is a Counter for kept-but-suspicious rows."""
+    question = _text(row.get("question"))
+    if question is None or not question.strip():
+        raise RowRejected("question_missing")
+    options = normalize_options(row.get("options"))
+    label = normalize_label(row.get("answer_label"), options)
+    answer = _text(row.get("answer"))
+    if answer is None or not answer.strip():
+        # The answer text is recoverable from the label; the label is the source of truth.
+        answer = options[label]
+        warnings["answer_filled_from_options"] += 1
+    elif answer.strip() != options[label].strip():
+        # Kept: sources often abbreviate or rephrase the answer text. Counted so a dataset where this
+        # is common (a sign of misaligned labels) stands out in the metrics.
+        warnings["answer_text_mismatch"] += 1
+    reasoning = _text(row.get("reasoning"))
+    dataset_index = row.get("dataset_index")
+    try:
+        dataset_index = None if dataset_index is None else int(dataset_index)
+    except (TypeError, ValueError):
+        raise RowRejected("dataset_index_not_integer", repr(dataset_index)) from None
+    return {
+        "question": question,
+        "options": json.dumps(options, ensure_ascii=False),
+        "answer_label": label,
+        "answer": answer,
+        "reasoning": reasoning if reasoning and reasoning.strip() else None,
+        "dataset_name": _text(row.get("dataset_name")),
+        "dataset_index": dataset_index,
+        "hash": _text(row.get("hash")),
+        "misc": normalize_misc(row.get("misc")),
+    }

@@ -1,0 +1,94 @@
+"""Input specs -> a sorted, de-duplicated list of parquet files -> row-group work units."""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class InputError(Exception):
+    """A structural problem with the inputs (no files, unreadable file, missing column): stops the stage."""
+
+
+def resolve_inputs(spec: str, base: Path = Path(".")) -> list[Path]:
+    """Accept what the reference tools accepted: a glob, a directory (all *.parquet below it, recursively),
+    a single file, or a comma-separated list of these. Each part's matches are sorted (so output order
+    never depends on the file system); duplicates are removed keeping the first occurrence."""
+    files: list[Path] = []
+    for part in (p.strip() for p in str(spec).split(",")):
+        if not part:
+            continue
+        path = Path(os.path.expanduser(part))
+        path = path if path.is_absolute() else base / path
+        if glob.has_magic(str(path)):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        elif path.is_dir():
+            matches = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        elif path.is_file():
+            matches = [path]
+        else:
+            raise InputError(f"input {part!r} does not exist")
+        if not matches:
+            raise InputError(f"input {part!r} matched no parquet files")
+        files.extend(matches)
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if not unique:
+        raise InputError(f"input spec {spec!r} names no files")
+    return unique
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One row group of one file: the unit of work a process handles, so memory is bounded by a row group."""
+
+    path: str
+    row_group: int
+    first_row: int  # index of the group's first row within its file, for error messages and stable ids
+
+
+def open_parquet(path: Path | str) -> pq.ParquetFile:
+    # pre_buffer=False: the default buffers whole column chunks ahead, making memory grow with file size.
+    try:
+        return pq.ParquetFile(path, pre_buffer=False)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not a readable parquet file ({e})") from e
+
+
+def plan_units(files: list[Path], required: tuple[str, ...]) -> list[Unit]:
+    """Check every file's schema up front (so a bad shard fails before any work) and list its row groups."""
+    units = []
+    for path in files:
+        pf = open_parquet(path)
+        missing = [c for c in required if c not in pf.schema_arrow.names]
+        if missing:
+            raise InputError(f"{path}: missing required column(s) {missing}; has {pf.schema_arrow.names}")
+        first = 0
+        for i in range(pf.metadata.num_row_groups):
+            units.append(Unit(str(path), i, first))
+            first += pf.metadata.row_group(i).num_rows
+    return units
+
+
+def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
+    pf = open_parquet(unit.path)
+    names = [c for c in columns if c in pf.schema_arrow.names] if columns else None
+    try:
+        return pf.read_row_group(unit.row_group, columns=names)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{unit.path}: row group {unit.row_group} unreadable ({e})") from e
+
+
+def iter_batches(table: pa.Table, batch_rows: int) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, batch_rows):
+        yield table.slice(start, batch_rows)

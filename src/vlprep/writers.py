@@ -1,0 +1,143 @@
+"""Atomic writers: every output is written beside its final path and renamed into place when complete,
+so a killed stage never leaves something at the final path that looks valid."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class EmptyOutput(Exception):
+    """Zero rows to publish: nothing is written at the final path."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temporary sibling path (file or directory) that replaces `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    _remove(tmp)
+    try:
+        yield tmp
+        for p in [tmp, *tmp.rglob("*")] if tmp.is_dir() else [tmp]:
+            if p.is_file():
+                with open(p, "rb+") as f:
+                    os.fsync(f.fileno())
+        _remove(final)
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    finally:
+        _remove(tmp)
+
+
+def hf_features_metadata(features) -> dict[bytes, bytes]:
+    """The schema metadata `datasets` writes, so readers recover Image features from plain Arrow/parquet."""
+    return {b"huggingface": json.dumps({"info": {"features": features.to_dict()}}, sort_keys=True).encode()}
+
+
+def write_parquet(final: Path, schema: pa.Schema, tables: Iterable[pa.Table], row_group_size: int) -> int:
+    """Stream tables into one parquet file; returns rows written."""
+    rows = 0
+    with atomic_path(final) as tmp:
+        # Image bytes are already compressed (JPEG/PNG): zstd on them costs time and saves nothing,
+        # so only the other columns are compressed.
+        compression = {c: "zstd" for c in _leaf_paths(schema) if not c.startswith("images.")}
+        compression.update({c: "none" for c in _leaf_paths(schema) if c.startswith("images.")})
+        with pq.ParquetWriter(tmp, schema, compression=compression, write_statistics=False) as writer:
+            for table in tables:
+                if table.num_rows:
+                    writer.write_table(table.cast(schema), row_group_size=row_group_size)
+                    rows += table.num_rows
+        if not rows:
+            raise EmptyOutput(f"{final}: zero rows")
+    return rows
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """Dotted column paths as parquet names them (list items as `list.element`)."""
+    def walk(prefix: str, t: pa.DataType) -> Iterator[str]:
+        if pa.types.is_struct(t):
+            for f in t:
+                yield from walk(f"{prefix}.{f.name}", f.type)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            yield from walk(f"{prefix}.list.element", t.value_type)
+        else:
+            yield prefix
+
+    return [p for f in schema for p in walk(f.name, f.type)]
+
+
+def write_hf_dataset(final: Path, features, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20) -> int:
+    """Write the layout `datasets.Dataset.save_to_disk` produces (Arrow stream shards + dataset_info.json +
+    state.json), streaming: only the current table is in memory. Returns rows written."""
+    schema = features.arrow_schema.with_metadata(hf_features_metadata(features))
+    rows = 0
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        shards: list[Path] = []
+        writer, sink, shard_size = None, None, 0
+        for table in tables:
+            if not table.num_rows:
+                continue
+            if writer is None or shard_size >= shard_bytes:
+                if writer is not None:
+                    writer.close()
+                    sink.close()
+                shards.append(tmp / f"shard-{len(shards):05d}.arrow")
+                sink = pa.OSFile(str(shards[-1]), "wb")
+                writer, shard_size = pa.ipc.new_stream(sink, schema), 0
+            table = table.cast(schema)
+            writer.write_table(table)
+            rows += table.num_rows
+            shard_size += table.nbytes
+        if writer is None:
+            raise EmptyOutput(f"{final}: zero rows")
+        writer.close()
+        sink.close()
+        names = []
+        for i, shard in enumerate(shards):
+            name = f"data-{i:05d}-of-{len(shards):05d}.arrow"
+            shard.rename(tmp / name)
+            names.append(name)
+        digest = hashlib.sha256()
+        for name in names:
+            with open(tmp / name, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(chunk)
+        info = {"citation": "", "description": "", "features": features.to_dict(), "homepage": "", "license": ""}
+        state = {
+            "_data_files": [{"filename": n} for n in names],
+            # Content hash, so datasets' cache keys for .map() on this dataset change when the data does.
+            "_fingerprint": digest.hexdigest()[:16],
+            "_format_columns": None,
+            "_format_kwargs": {},
+            "_format_type": None,
+            "_output_all_columns": False,
+            "_split": None,
+        }
+        (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+    return rows
