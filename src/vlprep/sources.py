@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,13 @@ def resolve_inputs(spec: str, base: Path = Path(".")) -> list[Path]:
 
 @dataclass(frozen=True)
 class Unit:
-    """One row group of one file: the unit of work a process handles, so memory is bounded by a row group."""
+    """One row group of a parquet file, or one record batch of an Arrow stream file (hf_bytes shards):
+    the unit of work a process handles, so memory is bounded by one such group."""
 
     path: str
     row_group: int
-    first_row: int  # index of the group's first row within its file, for error messages and stable ids
+    first_row: int  # index of the group's first row within its file/dataset: error messages, stable ids
+    offset: int = -1  # Arrow stream files: byte offset of the record batch message
 
 
 def open_parquet(path: Path | str) -> pq.ParquetFile:
@@ -80,7 +83,51 @@ def plan_units(files: list[Path], required: tuple[str, ...]) -> list[Unit]:
     return units
 
 
+def plan_arrow_units(files: list[Path]) -> list[Unit]:
+    """Record batches of Arrow stream files (the save_to_disk layout) with their byte offsets.
+
+    The stream format has no index; scanning message headers through a memory map touches only
+    metadata pages, and lets each worker later read just its batch with plain file I/O, because a
+    memory-mapped read of the data would make resident memory grow with the dataset."""
+    units, first = [], 0
+    for path in files:
+        schema = _arrow_schema(path)
+        with pa.memory_map(str(path)) as src:
+            reader = pa.ipc.MessageReader.open_stream(src)
+            while True:
+                pos = src.tell()
+                try:
+                    msg = reader.read_next_message()
+                except StopIteration:
+                    break
+                if msg.type == "record batch":
+                    rows = pa.ipc.read_record_batch(msg, schema).num_rows
+                    units.append(Unit(str(path), len(units), first, pos))
+                    first += rows
+    return units
+
+
+def _arrow_schema(path) -> pa.Schema:
+    with pa.OSFile(str(path)) as f:
+        return pa.ipc.read_schema(f)
+
+
+def hf_dataset_files(dataset_dir: Path) -> list[Path]:
+    """The Arrow shards of a save_to_disk directory, in the order its state.json lists them."""
+    state = Path(dataset_dir) / "state.json"
+    if not state.is_file():
+        raise InputError(f"{dataset_dir}: not a saved datasets directory (no state.json)")
+    return [Path(dataset_dir) / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+
+
 def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
+    if unit.offset >= 0:
+        with pa.OSFile(unit.path) as f:
+            schema = pa.ipc.read_schema(f)
+            f.seek(unit.offset)
+            batch = pa.ipc.read_record_batch(pa.ipc.read_message(f), schema)
+        table = pa.Table.from_batches([batch])
+        return table.select([c for c in columns if c in table.column_names]) if columns else table
     pf = open_parquet(unit.path)
     names = [c for c in columns if c in pf.schema_arrow.names] if columns else None
     try:

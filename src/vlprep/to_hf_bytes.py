@@ -1,13 +1,13 @@
 """Stage core: raw rows -> hf_bytes rows (SPEC §2). `convert_unit` is the pure batch function."""
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
 from vlprep.images import DEFAULT_MAX_PIXELS, ImageRejected, normalize_image
+from vlprep.batches import map_rows
 from vlprep.metrics import StageStats
 from vlprep.records import RowRejected, normalize_text_fields
 from vlprep.schema import HF_BYTES_SCHEMA, RAW_COLUMNS
@@ -55,21 +55,13 @@ def convert_row(row: dict, config: HfBytesConfig, root: Path | None, stats: Stag
 
 
 def convert_unit(unit: Unit, config: HfBytesConfig) -> tuple[pa.Table, StageStats]:
-    """Pure function of one row group: the unit the executor schedules (and Ray could map)."""
-    table = read_unit(unit, RAW_COLUMNS)
+    """One raw row group -> hf_bytes rows: the unit the executor schedules (and Ray could map)."""
     root = Path(config.image_root) if config.image_root else Path(unit.path).parent
-    stats = StageStats()
-    out = []
-    for i, row in enumerate(table.to_pylist()):
-        stats.rows_in += 1
-        try:
-            out.append(convert_row(row, config, root, stats))
-            stats.rows_out += 1
-        except RowRejected as e:
-            stats.drop(e.reason)
-        except Exception as e:  # a bug or an input we never imagined: stop, naming where
-            raise RuntimeError(f"{unit.path} row {unit.first_row + i}: {type(e).__name__}: {e}") from e
-    return pa.Table.from_pylist(out, schema=HF_BYTES_SCHEMA), stats
+
+    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
+        return convert_row(row, config, root, stats)
+
+    return map_rows(read_unit(unit, RAW_COLUMNS), row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
 
 
 class DuplicateIndexCounter:

@@ -1,0 +1,64 @@
+"""What every stage script does around its batch function: plan units, run them, publish the output
+atomically, and write metrics and plot data. Stage scripts only parse params and pick the pieces."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import pyarrow as pa
+
+from vlprep.executor import run_units
+from vlprep.metrics import StageStats, histogram_rows, write_json
+from vlprep.sources import InputError, Unit
+from vlprep.writers import EmptyOutput
+
+
+def run_stage(
+    name: str,
+    plan: Callable[[], list[Unit]],
+    unit_fn: Callable[[Unit], "tuple[pa.Table, StageStats]"],
+    write: Callable[[Iterable[pa.Table]], int],
+    num_proc: int,
+    metrics_path: Path,
+    plots_dir: Path | None = None,
+    post: Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]] | None = None,
+) -> StageStats:
+    """Run one stage for one split; exit with a clear message on structural errors or empty output.
+
+    `post` may transform the ordered stream of output tables (e.g. max_rows, shuffle), counting what it
+    removes in the stats it is given."""
+    stats = StageStats()
+    try:
+        tables = run_units(unit_fn, plan(), num_proc, stats)
+        write(post(tables, stats) if post else tables)
+    except InputError as e:
+        sys.exit(f"{name}: {e}")
+    except EmptyOutput:
+        # An empty training set is never what the user wanted: fail, and say what was dropped.
+        write_json(metrics_path, stats.as_dict())
+        sys.exit(f"{name}: zero rows kept of {stats.rows_in}; dropped: {dict(stats.dropped)}")
+    stats.check_balance()
+    write_json(metrics_path, stats.as_dict())
+    if plots_dir is not None:
+        for series, hist in sorted(stats.series.items()):
+            write_json(plots_dir / f"{series}.json", histogram_rows(hist, series))
+    print(f"{name}: kept {stats.rows_out}/{stats.rows_in} rows; dropped {dict(stats.dropped)}", file=sys.stderr)
+    return stats
+
+
+def limit_rows(max_rows: int | None) -> Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]:
+    """Keep the first max_rows rows; the rest are counted as dropped 'beyond_max_rows'."""
+
+    def post(tables: Iterator[pa.Table], stats: StageStats) -> Iterator[pa.Table]:
+        kept = 0
+        for table in tables:
+            room = table.num_rows if max_rows is None else max(0, max_rows - kept)
+            if table.num_rows > room:
+                stats.dropped["beyond_max_rows"] += table.num_rows - room
+                stats.rows_out -= table.num_rows - room
+                table = table.slice(0, room)
+            kept += table.num_rows
+            yield table
+
+    return post

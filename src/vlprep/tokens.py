@@ -1,0 +1,55 @@
+"""Token budget: text tokens under a tokenizer, and image tokens as Qwen2-VL / Qwen2.5-VL count them."""
+from __future__ import annotations
+
+import functools
+import math
+
+# Qwen2-VL: 14-px patches merged 2x2, so each image token covers a 28x28 area.
+IMAGE_FACTOR = 28
+MIN_PIXELS = 4 * 28 * 28  # 3136, Qwen2.5-VL's default
+MAX_PIXELS = 16384 * 28 * 28  # 12845056
+MAX_ASPECT_RATIO = 200  # Qwen's smart_resize refuses more extreme images
+
+
+class ImageShapeError(ValueError):
+    """The model's image processor would refuse this image (aspect ratio > 200)."""
+
+
+def smart_resize(height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 factor: int = IMAGE_FACTOR) -> tuple[int, int]:
+    """The size Qwen2-VL's image processor resizes to: each side a multiple of `factor`, the area
+    within [min_pixels, max_pixels], the aspect ratio kept as well as possible."""
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ImageShapeError(f"aspect ratio {max(height, width) / min(height, width):.0f} > {MAX_ASPECT_RATIO}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def image_tokens(width: int, height: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS) -> int:
+    h, w = smart_resize(height, width, min_pixels, max_pixels)
+    return (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR)
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name: str):
+    """A local directory or a hub id; loaded once per process. Offline unless the user's environment
+    allows hub access (the default is a local directory built by the `tokenizer` stage)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(name)
+
+
+def count_chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool) -> int:
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
+        ids = ids["input_ids"]
+    return len(ids)

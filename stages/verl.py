@@ -1,0 +1,40 @@
+"""Stage `verl`: data/hf_bytes/<split> -> data/verl/<split>.parquet (verl RLHFDataset format)."""
+import argparse
+from functools import partial
+from pathlib import Path
+
+from vlprep.params import load_params
+from vlprep.runner import limit_rows, run_stage
+from vlprep.schema import VERL_SCHEMA
+from vlprep.sources import hf_dataset_files, plan_arrow_units
+from vlprep.to_verl import VerlConfig, convert_unit
+from vlprep.trainer_rows import BudgetConfig
+from vlprep.writers import write_parquet
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("split")
+    split = ap.parse_args().split
+    p = load_params()["verl"]
+    config = VerlConfig(
+        split=split,
+        data_source=p["data_source"],
+        ability=p["ability"],
+        budget=BudgetConfig(p["tokenizer"], p["min_pixels"], p["max_pixels"], p["resize_to_max_pixels"]),
+        max_prompt_tokens=p["max_prompt_tokens"],
+    )
+    run_stage(
+        f"verl[{split}]",
+        plan=lambda: plan_arrow_units(hf_dataset_files(Path("data/hf_bytes") / split)),
+        unit_fn=partial(convert_unit, config=config),
+        write=lambda tables: write_parquet(Path("data/verl") / f"{split}.parquet", VERL_SCHEMA, tables, p["row_group_size"]),
+        num_proc=p["num_proc"],
+        metrics_path=Path("metrics/verl") / f"{split}.json",
+        plots_dir=Path("plots/verl") / split,
+        post=limit_rows(p["max_rows"]),
+    )
+
+
+if __name__ == "__main__":
+    main()
