@@ -1,0 +1,90 @@
+"""Shared fixtures: a real copy of the project in a real git repo, driven by the real `dvc` CLI."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent  # the venv's bin: its python and dvc run the stages
+
+
+def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run a command the way a user would in the project venv; on failure show everything it printed."""
+    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    full_env.pop("VIRTUAL_ENV", None)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str)
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
+    return proc
+
+
+def git_commit_all(repo: Path, message: str) -> None:
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)
+
+
+def copy_project(dest: Path) -> Path:
+    """What a fresh clone has (files git tracks, plus new files not ignored) in a new git repo.
+    DVC outputs and caches are git-ignored, so they are not copied."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, check=True
+    ).stdout.decode().split("\0")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if src.is_file():  # (a file deleted but not yet committed is listed too)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "config", "user.name", "vlprep tests"], dest)  # dvc exp commits need an identity
+    run(["git", "config", "user.email", "tests@vlprep.invalid"], dest)
+    git_commit_all(dest, "project")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def repro_repo(tmp_path_factory) -> Path:
+    """A project copy on which `dvc repro` has completed (shared: treat as read-only)."""
+    repo = copy_project(tmp_path_factory.mktemp("repro") / "project")
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+@pytest.fixture
+def scratch_repo(repro_repo, tmp_path) -> Path:
+    """A private, writable copy of the repro'd project (outputs, cache and git history included)."""
+    dest = tmp_path / "project"
+    shutil.copytree(repro_repo, dest, symlinks=True)
+    return dest
+
+
+def set_params(repo: Path, **dotted) -> None:
+    """Edit params.yaml in a test copy: set_params(repo, **{"hf_bytes.num_proc": 2})."""
+    import yaml
+
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for key, value in dotted.items():
+        node = params
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def md5_tree(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,138 @@
+import base64
+import io
+import os
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from builders import jpeg, png
+from vlprep.images import ImageRejected, normalize_image, probe
+
+
+@pytest.fixture
+def root(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "a.png").write_bytes(png(20, 10))
+    return tmp_path
+
+
+ENCODED_FORMS = {
+    "raw bytes": lambda b: b,
+    "bytearray": lambda b: bytearray(b),
+    "hf struct": lambda b: {"bytes": b, "path": None},
+    "base64": lambda b: base64.b64encode(b).decode(),
+    "data uri": lambda b: "data:image/png;base64," + base64.b64encode(b).decode(),
+    "hex": lambda b: b.hex(),
+    "hex upper": lambda b: b.hex().upper(),
+    "list of ints": lambda b: list(b),
+}
+
+
+@pytest.mark.parametrize("form", ENCODED_FORMS)
+@pytest.mark.parametrize("encoder", [png, jpeg])
+def test_encoded_forms_pass_bytes_through_untouched(form, encoder, root):
+    original = encoder(33, 21)
+    info = normalize_image(ENCODED_FORMS[form](original), root)
+    assert info.data == original  # no re-encode
+    assert (info.width, info.height) == (33, 21)
+
+
+def test_relative_path_is_read_under_root(root):
+    info = normalize_image("imgs/a.png", root)
+    assert info.data == (root / "imgs" / "a.png").read_bytes()
+    assert normalize_image({"bytes": None, "path": "imgs/a.png"}, root).data == info.data
+
+
+def test_absolute_path_inside_root_is_allowed(root):
+    assert normalize_image(str(root / "imgs" / "a.png"), root).width == 20
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "imgs/../../outside.png"])
+def test_paths_outside_root_are_refused(path, root):
+    with pytest.raises(ImageRejected) as e:
+        normalize_image(path, root)
+    assert e.value.reason == "image_path_outside_root"
+
+
+def test_symlink_escaping_root_is_refused(root, tmp_path_factory):
+    secret = tmp_path_factory.mktemp("secret") / "s.png"
+    secret.write_bytes(png())
+    os.symlink(secret, root / "imgs" / "link.png")
+    with pytest.raises(ImageRejected) as e:
+        normalize_image("imgs/link.png", root)
+    assert e.value.reason == "image_path_outside_root"
+
+
+def test_missing_file_is_named_not_silently_skipped(root):
+    with pytest.raises(ImageRejected) as e:
+        normalize_image("imgs/nope.png", root)
+    assert e.value.reason == "image_file_missing"
+
+
+def test_decoded_images_are_encoded_as_png(root):
+    pil = Image.new("RGB", (12, 8), (1, 2, 3))
+    for value in (pil, np.zeros((8, 12, 3), dtype=np.uint8)):
+        info = normalize_image(value, root)
+        assert info.format == "PNG" and (info.width, info.height) == (12, 8)
+
+
+def test_cmyk_falls_back_to_jpeg(root):
+    assert normalize_image(Image.new("CMYK", (5, 5)), root).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    "value,reason",
+    [
+        (None, "image_null"),
+        ({"bytes": None, "path": None}, "image_null"),
+        (b"", "image_empty"),
+        (b"\x89PNG\r\n\x1a\nnot an image", "image_corrupt"),
+        (b"GIF89a" + b"\x00" * 3, "image_corrupt"),
+        ([1, 2, 300], "image_unreadable"),
+        (12345, "image_unreadable"),
+    ],
+)
+def test_unusable_values_have_named_reasons(value, reason, root):
+    with pytest.raises(ImageRejected) as e:
+        normalize_image(value, root)
+    assert e.value.reason == reason
+
+
+def _noisy(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_truncated_jpeg_and_png_are_caught_without_decoding(root):
+    j, p = _noisy("JPEG"), _noisy("PNG")
+    with pytest.raises(ImageRejected) as e:
+        probe(j[: len(j) // 2])
+    assert e.value.reason == "image_truncated"
+    with pytest.raises(ImageRejected) as e:
+        probe(p[: len(p) - 20])
+    assert e.value.reason == "image_corrupt"
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size: a decompression bomb."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_from_the_header(root):
+    bomb = _png_declaring(100_000, 100_000)
+    assert len(bomb) < 200
+    with pytest.raises(ImageRejected) as e:
+        normalize_image(bomb, root, max_pixels=89_478_485)
+    assert e.value.reason == "image_too_large"
+    with pytest.raises(ImageRejected) as e:
+        normalize_image(png(100, 100), root, max_pixels=100 * 99)
+    assert e.value.reason == "image_too_large"
