@@ -40,7 +40,7 @@ def main() -> None:
         num_proc=p["num_proc"],
         metrics_path=Path("metrics/hf_bytes") / f"{split}.json",
         plots_dir=Path("plots/hf_bytes") / split,
-        post=count_duplicates,
+        post=[count_duplicates],
     )
 
 

@@ -6,10 +6,18 @@ from pathlib import Path
 from vlprep.params import load_params
 from vlprep.runner import limit_rows, run_stage
 from vlprep.schema import VERL_SCHEMA
+from vlprep.shuffle import shuffled
 from vlprep.sources import hf_dataset_files, plan_arrow_units
 from vlprep.to_verl import VerlConfig, convert_unit
 from vlprep.trainer_rows import BudgetConfig
 from vlprep.writers import write_parquet
+
+
+def shuffle_stage(p: dict, split: str):
+    source = Path("data/hf_bytes") / split
+    size = sum(f.stat().st_size for f in hf_dataset_files(source))
+    work = Path("data/verl") / f".shuffle-{split}"  # next to the output: same disk, removed afterwards
+    return lambda tables, stats: shuffled(tables, p["seed"], work, size)
 
 
 def main() -> None:
@@ -32,7 +40,7 @@ def main() -> None:
         num_proc=p["num_proc"],
         metrics_path=Path("metrics/verl") / f"{split}.json",
         plots_dir=Path("plots/verl") / split,
-        post=limit_rows(p["max_rows"]),
+        post=[shuffle_stage(p, split), limit_rows(p["max_rows"])] if p["shuffle"] else [limit_rows(p["max_rows"])],
     )
 
 

@@ -157,7 +157,11 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def build_backend_tokenizer() -> Tokenizer:
-    """The `tokenizers` object equal to Qwen2.5-VL-7B-Instruct's tokenizer.json."""
+    """A `tokenizers` object that tokenizes as Qwen2.5-VL-7B-Instruct's tokenizer.json does.
+
+    Same vocab, merges, normalizer, pre-tokenizer, post-processor and added tokens; the file
+    differs only in form (merges written as pairs, the decoder's unused flags).
+    """
     ranks = load_qwen_ranks()
     byte_char = bytes_to_unicode()
 

@@ -22,16 +22,18 @@ def run_stage(
     num_proc: int,
     metrics_path: Path,
     plots_dir: Path | None = None,
-    post: Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]] | None = None,
+    post: list[Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]] = (),
 ) -> StageStats:
     """Run one stage for one split; exit with a clear message on structural errors or empty output.
 
-    `post` may transform the ordered stream of output tables (e.g. max_rows, shuffle), counting what it
-    removes in the stats it is given."""
+    `post` transforms the ordered stream of output tables in turn (e.g. shuffle, then max_rows), counting
+    what they remove in the stats they are given."""
     stats = StageStats()
     try:
         tables = run_units(unit_fn, plan(), num_proc, stats)
-        write(post(tables, stats) if post else tables)
+        for transform in post:
+            tables = transform(tables, stats)
+        write(tables)
     except InputError as e:
         sys.exit(f"{name}: {e}")
     except EmptyOutput:

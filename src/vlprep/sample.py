@@ -38,6 +38,14 @@ class SampleConfig:
     min_image_size: int = 32
     max_image_size: int = 160
     bad_every: int = 11  # one row in this many is bad
+    # Options for large benchmark data (benchmarks/run.py); the defaults leave the sample unchanged.
+    bad_rows: bool = True  # False: no deliberately bad rows
+    image_forms: tuple[str, ...] | None = None  # physical image forms cycled over shards; None = all
+    # Encode this many distinct images once (half JPEG, half PNG) and let rows draw from them, so
+    # generating 100k rows is I/O bound rather than image-encoding bound. None = a fresh image per use.
+    image_pool: int | None = None
+    noise: float = 12.0  # pixel noise sigma; 0 gives ~20 KB mean images at 64-1024 px sides
+    row_group_size: int = 16
 
 
 def make_image(rng: np.random.Generator, config: SampleConfig, fmt: str) -> bytes:
@@ -45,7 +53,7 @@ def make_image(rng: np.random.Generator, config: SampleConfig, fmt: str) -> byte
     # A smooth gradient plus noise: compresses like a real scan, not like flat colour.
     y, x = np.mgrid[0:h, 0:w]
     base = (x * rng.uniform(0.5, 2) + y * rng.uniform(0.5, 2)) % 256
-    pixels = np.clip(base[..., None] + rng.normal(0, 12, size=(h, w, 3)), 0, 255).astype(np.uint8)
+    pixels = np.clip(base[..., None] + rng.normal(0, config.noise, size=(h, w, 3)), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     if fmt == "JPEG":
         Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
@@ -54,7 +62,14 @@ def make_image(rng: np.random.Generator, config: SampleConfig, fmt: str) -> byte
     return buf.getvalue()
 
 
-def make_item(rng: np.random.Generator, i: int, split: str, config: SampleConfig) -> dict:
+def make_pool(config: SampleConfig) -> dict[str, list[bytes]]:
+    """config.image_pool distinct encoded images per format family, from their own seeded generator."""
+    rng = np.random.default_rng([config.seed, 1000])
+    half = max(1, config.image_pool // 2)
+    return {fmt: [make_image(rng, config, fmt) for _ in range(half)] for fmt in ("JPEG", "PNG")}
+
+
+def make_item(rng: np.random.Generator, i: int, split: str, config: SampleConfig, pool: dict | None = None) -> dict:
     n_options = int(rng.integers(2, 6))
     letters = "ABCDE"[:n_options]
     texts = list(rng.choice(ANSWERS, size=n_options, replace=False))
@@ -66,7 +81,11 @@ def make_item(rng: np.random.Generator, i: int, split: str, config: SampleConfig
     fmt = "JPEG" if i % 2 else "PNG"
     reasoning = None if i % 3 == 0 else f"The image shows the key finding; therefore {options[label]}."
     return {
-        "images": [make_image(rng, config, fmt) for _ in range(n_images)],
+        "images": (
+            [make_image(rng, config, fmt) for _ in range(n_images)]
+            if pool is None
+            else [pool[fmt][int(j)] for j in rng.integers(0, len(pool[fmt]), size=n_images)]
+        ),
         "question": QUESTIONS[i % len(QUESTIONS)],
         "options": options,
         "answer_label": label,
@@ -126,11 +145,12 @@ def write_split(out_dir: Path, split: str, config: SampleConfig) -> None:
     rng = np.random.default_rng([config.seed, {"train": 0, "test": 1}.get(split, 2)])
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    items = [make_item(rng, i, split, config) for i in range(config.rows)]
+    pool = make_pool(config) if config.image_pool else None
+    items = [make_item(rng, i, split, config, pool) for i in range(config.rows)]
     if config.rows > 5:  # one repeated (dataset_name, dataset_index), as merged datasets have
         items[-2]["dataset_name"], items[-2]["dataset_index"] = items[-5]["dataset_name"], items[-5]["dataset_index"]
     per_shard = -(-len(items) // config.shards)
-    forms = list(IMAGE_FORMS)
+    forms = list(config.image_forms or IMAGE_FORMS)
     for k in range(config.shards):
         image_form = forms[k % len(forms)]
         options_form = OPTIONS_FORMS[k % len(OPTIONS_FORMS)]
@@ -141,10 +161,14 @@ def write_split(out_dir: Path, split: str, config: SampleConfig) -> None:
             row["raw_first_image"] = item["images"][0]
             if options_form == "json":
                 row["options"] = json.dumps(item["options"], ensure_ascii=False)
-            if i % config.bad_every == config.bad_every - 1:
+            if config.bad_rows and i % config.bad_every == config.bad_every - 1:
                 spoil(row, BAD_KINDS[(i // config.bad_every) % len(BAD_KINDS)], image_form, options_form, image_dir)
             del row["raw_first_image"]
             rows.append(row)
         if rows:
             # Small row groups so even the sample exercises multi-row-group streaming.
-            pq.write_table(pa.Table.from_pylist(rows), out_dir / f"part-{k:03d}.parquet", row_group_size=16)
+            table = pa.Table.from_pylist(rows)
+            # Pool images repeat: a parquet dictionary would store each once, unlike real data.
+            dictionary = True if pool is None else [c for c in table.column_names if c != "images"]
+            pq.write_table(table, out_dir / f"part-{k:03d}.parquet", row_group_size=config.row_group_size,
+                           use_dictionary=dictionary)

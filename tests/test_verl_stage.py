@@ -1,0 +1,40 @@
+"""The verl stage's rows, against SPEC §3, on the output of the real `dvc repro`."""
+import json
+
+import pyarrow.parquet as pq
+
+from conftest import run, set_params
+from vlprep.prompts import IMAGE_MARKER, verl_prompt_content
+
+
+def test_rows_follow_the_spec(repro_repo):
+    for split in ["train", "test"]:
+        rows = pq.read_table(repro_repo / f"data/verl/{split}.parquet").to_pylist()
+        assert rows
+        for i, r in enumerate(rows):
+            content = r["prompt"][0]["content"]
+            assert r["prompt"][0]["role"] == "user" and len(r["prompt"]) == 1
+            assert content.count(IMAGE_MARKER) == len(r["images"]) >= 1
+            info = r["extra_info"]
+            assert content == verl_prompt_content(len(r["images"]), info["question"], json.loads(info["options"]))
+            assert r["reward_model"] == {"style": "rule", "ground_truth": info["answer"]} and info["answer"]
+            assert info["answer_label"] in json.loads(info["options"])
+            assert info["split"] == split and isinstance(info["index"], int)
+            assert info["prompt_tokens"] > 0 and info["image_tokens"] >= 4 * len(r["images"])
+            assert all(img["path"] is None and img["bytes"] for img in r["images"])
+            assert r["ability"] == "medical_mcqa"
+        assert len({r["extra_info"]["index"] for r in rows}) == len(rows)
+
+
+def test_shuffle_and_max_rows(scratch_repo):
+    before = pq.read_table(scratch_repo / "data/verl/train.parquet").column("extra_info").to_pylist()
+    set_params(scratch_repo, **{"verl.shuffle": True, "verl.max_rows": 25})
+    out = run(["dvc", "repro"], scratch_repo).stdout
+    assert "Running stage 'verl@train'" in out and "Running stage 'hf_bytes@train'" not in out
+    after = pq.read_table(scratch_repo / "data/verl/train.parquet").column("extra_info").to_pylist()
+    indexes = [e["index"] for e in after]
+    assert len(after) == 25 and indexes != sorted(indexes)
+    assert set(indexes) <= {e["index"] for e in before}
+    m = json.loads((scratch_repo / "metrics/verl/train.json").read_text())
+    assert m["dropped"]["beyond_max_rows"] == len(before) - 25
+    assert m["rows_in"] == m["rows_out"] + sum(m["dropped"].values())
