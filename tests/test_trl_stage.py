@@ -1,0 +1,92 @@
+"""The trl stage: golden chat text, token budget, and the parquet as TRL loads it."""
+import json
+from collections import Counter
+
+import datasets
+import pytest
+from PIL import Image
+
+from builders import png
+from vlprep.metrics import StageStats
+from vlprep.records import RowRejected
+from vlprep.to_trl import TrlConfig, convert_row
+from vlprep.tokens import load_tokenizer
+from vlprep.trainer_rows import BudgetConfig
+
+GOLDEN = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "<|im_start|>user\n"
+    "<|vision_start|><|image_pad|><|vision_end|><|vision_start|><|image_pad|><|vision_end|>"
+    "You will solve a problem/request. You should provide your thoughts within <think> </think> tags "
+    "before providing the answer.\nWrite your final answer within <answer> </answer> tags.\n\n"
+    "Question: Is the lesion benign?\n\nOptions:\n\nA. yes\n\nB. no"
+    "<|im_end|>\n"
+    "<|im_start|>assistant\n"
+    "<think> Smooth margins. </think>\n<answer> A </answer>"
+    "<|im_end|>\n"
+)
+
+
+@pytest.fixture(scope="module")
+def config(repro_repo):
+    return TrlConfig(BudgetConfig(str(repro_repo / "data/tokenizer/qwen2_5_vl")))
+
+
+def hf_row(**overrides):
+    row = {
+        "images": [{"bytes": png(56, 56), "path": None}, {"bytes": png(112, 56), "path": None}],
+        "question": "Is the lesion benign?",
+        "options": json.dumps({"B": "no", "A": "yes"}),
+        "answer_label": "A",
+        "answer": "yes",
+        "reasoning": " Smooth margins.\n",
+        "dataset_name": "d",
+        "dataset_index": 7,
+        "hash": None,
+        "misc": None,
+    }
+    row.update(overrides)
+    return row
+
+
+def test_golden_text_and_token_budget(config):
+    out = convert_row(hf_row(), 0, config, StageStats())
+    assert out["text"] == GOLDEN
+    assert [p["type"] for p in out["messages"][0]["content"]] == ["image", "image", "text"]
+    assert out["image_tokens"] == 4 + 8  # (56/28)^2 and (56/28)*(112/28)
+    tok = load_tokenizer(config.budget.tokenizer)
+    # as the model sees it: each of the 2 <|image_pad|> (id 151655) expanded to its image's tokens
+    ids = tok(GOLDEN, add_special_tokens=False)["input_ids"]
+    assert ids.count(151655) == 2
+    assert out["total_tokens"] == len(ids) - 2 + 12
+    prompt_ids = tok.apply_chat_template([out["messages"][0]], tokenize=True, add_generation_prompt=True)
+    prompt_ids = prompt_ids["input_ids"] if hasattr(prompt_ids, "keys") else prompt_ids
+    assert out["prompt_tokens"] == len(prompt_ids) - 2
+    assert GOLDEN.startswith(tok.decode(prompt_ids))
+
+
+def test_blank_reasoning_is_dropped_with_a_reason(config):
+    for reasoning in (None, "", "  \n"):
+        with pytest.raises(RowRejected) as e:
+            convert_row(hf_row(reasoning=reasoning), 0, config, StageStats())
+        assert e.value.reason == "reasoning_missing"
+
+
+def test_budget_drops_long_rows(config):
+    tight = TrlConfig(config.budget, max_total_tokens=50)
+    with pytest.raises(RowRejected) as e:
+        convert_row(hf_row(), 0, tight, StageStats())
+    assert e.value.reason == "over_max_total_tokens"
+
+
+def test_trl_parquet_loads_as_trl_needs(repro_repo):
+    ds = datasets.load_dataset("parquet", data_files=str(repro_repo / "data/trl/train.parquet"), split="train")
+    hf = datasets.load_from_disk(str(repro_repo / "data/hf_bytes/train"))
+    assert set(hf.column_names) < set(ds.column_names)
+    for row in ds:
+        assert all(isinstance(im, Image.Image) for im in row["images"])
+        parts = [p for m in row["messages"] for p in m["content"]]
+        assert all(set(p) == {"type", "text"} for p in parts)  # no image/image_url field at all
+        assert Counter(p["type"] for p in parts)["image"] == len(row["images"])
+        assert row["text"].count("<|image_pad|>") == len(row["images"])
+        assert row["total_tokens"] > row["prompt_tokens"] > 0 and row["reasoning"].strip()
