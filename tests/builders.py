@@ -45,3 +45,25 @@ def write_raw(path: Path, rows: list[dict], schema: pa.Schema | None = None, row
     table = pa.Table.from_pylist(rows, schema=schema)
     pq.write_table(table, path, row_group_size=row_group_size)
     return path
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A ~100-byte PNG whose header claims width x height: a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def noisy(fmt: str, size: int = 64) -> bytes:
+    """Incompressible pixels, so a truncated copy really misses image data."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    pixels = np.random.default_rng(0).integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()

@@ -1,14 +1,12 @@
 import base64
 import io
 import os
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from builders import jpeg, png
+from builders import jpeg, noisy, png, png_declaring
 from vlprep.images import ImageRejected, normalize_image, probe
 
 
@@ -101,15 +99,8 @@ def test_unusable_values_have_named_reasons(value, reason, root):
     assert e.value.reason == reason
 
 
-def _noisy(fmt: str) -> bytes:
-    buf = io.BytesIO()
-    pixels = np.random.default_rng(0).integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def test_truncated_jpeg_and_png_are_caught_without_decoding(root):
-    j, p = _noisy("JPEG"), _noisy("PNG")
+    j, p = noisy("JPEG"), noisy("PNG")
     with pytest.raises(ImageRejected) as e:
         probe(j[: len(j) // 2])
     assert e.value.reason == "image_truncated"
@@ -118,17 +109,8 @@ def test_truncated_jpeg_and_png_are_caught_without_decoding(root):
     assert e.value.reason == "image_corrupt"
 
 
-def _png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims a huge size: a decompression bomb."""
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
-
-
 def test_decompression_bomb_is_refused_from_the_header(root):
-    bomb = _png_declaring(100_000, 100_000)
+    bomb = png_declaring(100_000, 100_000)
     assert len(bomb) < 200
     with pytest.raises(ImageRejected) as e:
         normalize_image(bomb, root, max_pixels=89_478_485)

@@ -93,12 +93,15 @@ def read_image_file(path_str: str, root: Path | None) -> bytes:
     root = Path(os.path.realpath(root))
     candidate = Path(path_str)
     candidate = candidate if candidate.is_absolute() else root / candidate
-    real = Path(os.path.realpath(candidate))  # resolves symlinks and '..'
-    if not _within(real, root):
-        raise ImageRejected("image_path_outside_root", path_str)
-    if not real.is_file():
-        raise ImageRejected("image_file_missing", path_str)
-    return real.read_bytes()
+    try:
+        real = Path(os.path.realpath(candidate))  # resolves symlinks and '..'
+        if not _within(real, root):
+            raise ImageRejected("image_path_outside_root", path_str)
+        if not real.is_file():
+            raise ImageRejected("image_file_missing", path_str)
+        return real.read_bytes()
+    except (OSError, ValueError) as e:  # unreadable, a name too long, a NUL byte in the string
+        raise ImageRejected("image_file_unreadable", f"{path_str[:200]}: {e}") from None
 
 
 def _looks_like_path(s: str, root: Path | None) -> bool:
@@ -107,7 +110,10 @@ def _looks_like_path(s: str, root: Path | None) -> bool:
         return True
     if len(s) < 1024:
         p = Path(s)
-        return (p if p.is_absolute() or root is None else root / p).exists()
+        try:
+            return (p if p.is_absolute() or root is None else root / p).exists()
+        except (OSError, ValueError):  # a name too long, or with a NUL byte, is no file
+            return False
     return False
 
 

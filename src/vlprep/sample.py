@@ -44,21 +44,39 @@ class SampleConfig:
     # Encode this many distinct images once (half JPEG, half PNG) and let rows draw from them, so
     # generating 100k rows is I/O bound rather than image-encoding bound. None = a fresh image per use.
     image_pool: int | None = None
-    noise: float = 12.0  # pixel noise sigma; 0 gives ~20 KB mean images at 64-1024 px sides
+    # "gradient": the sample's images. "scan": a smooth random field (blurry, like a scan): RGB JPEGs and
+    # 16-grey-level PNGs, ~20 KB mean at 64-1024 px sides and, like real images, incompressible, where
+    # the periodic gradient's bytes compress 2x (skewing parquet sizes and any zstd write).
+    image_style: str = "gradient"
     row_group_size: int = 16
 
 
 def make_image(rng: np.random.Generator, config: SampleConfig, fmt: str) -> bytes:
     w, h = rng.integers(config.min_image_size, config.max_image_size + 1, size=2)
+    if config.image_style == "scan":
+        return _scan_image(rng, int(w), int(h), fmt)
     # A smooth gradient plus noise: compresses like a real scan, not like flat colour.
     y, x = np.mgrid[0:h, 0:w]
     base = (x * rng.uniform(0.5, 2) + y * rng.uniform(0.5, 2)) % 256
-    pixels = np.clip(base[..., None] + rng.normal(0, config.noise, size=(h, w, 3)), 0, 255).astype(np.uint8)
+    pixels = np.clip(base[..., None] + rng.normal(0, 12, size=(h, w, 3)), 0, 255).astype(np.uint8)
     buf = io.BytesIO()
     if fmt == "JPEG":
         Image.fromarray(pixels).save(buf, format="JPEG", quality=85)
     else:
         Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _scan_image(rng: np.random.Generator, w: int, h: int, fmt: str) -> bytes:
+    mode = "RGB" if fmt == "JPEG" else "L"
+    low = rng.integers(0, 256, size=(int(rng.integers(4, 17)), int(rng.integers(4, 17)), len(mode)), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(low.squeeze(-1) if mode == "L" else low, mode).resize((w, h), Image.Resampling.BICUBIC))
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        noisy = np.clip(smooth + rng.normal(0, 1, size=smooth.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy, mode).save(buf, format="JPEG", quality=85)
+    else:
+        Image.fromarray(smooth // 16 * 16, mode).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -12,7 +12,7 @@ from vlprep.records import RowRejected
 from vlprep.schema import TRL_SCHEMA
 from vlprep.sources import Unit, read_unit
 from vlprep.tokens import count_chat_tokens, load_tokenizer
-from vlprep.trainer_rows import BudgetConfig, check_budget, read_problem, user_turn
+from vlprep.trainer_rows import BudgetConfig, check_budget, read_problem, reject_reserved_markers, user_turn
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class TrlConfig:
 def convert_row(row: dict, index: int, config: TrlConfig, stats: StageStats) -> dict:
     if not row["reasoning"] or not row["reasoning"].strip():
         raise RowRejected("reasoning_missing")  # SFT teaches the <think> trace: nothing to teach
+    reject_reserved_markers(row["reasoning"])
     problem = read_problem(row, config.budget, stats)
     n = len(problem.images)
     tokenizer = load_tokenizer(config.budget.tokenizer)

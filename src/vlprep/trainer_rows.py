@@ -10,7 +10,7 @@ from PIL import Image
 
 from vlprep.images import ImageRejected, probe
 from vlprep.metrics import StageStats
-from vlprep.prompts import problem_text
+from vlprep.prompts import IMAGE_MARKER, problem_text
 from vlprep.records import RowRejected
 from vlprep.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, image_tokens, smart_resize
 
@@ -45,7 +45,21 @@ def _resized(data: bytes, fmt: str, size: tuple[int, int]) -> bytes:
     return buf.getvalue()
 
 
+# Text a trainer would read as structure: verl splits prompts on <image>, and Qwen's tokenizer turns
+# these strings into special tokens, so one inside a question would misalign images or fake a turn.
+RESERVED_MARKERS = (
+    IMAGE_MARKER, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>",
+)
+
+
+def reject_reserved_markers(*texts: str) -> None:
+    if any(marker in text for text in texts for marker in RESERVED_MARKERS):
+        raise RowRejected("reserved_marker_in_text")
+
+
 def read_problem(row: dict, budget: BudgetConfig, stats: StageStats) -> Problem:
+    reject_reserved_markers(row["question"], row["options"])
     images, tokens = [], []
     for image in row["images"] or []:
         data = image["bytes"]

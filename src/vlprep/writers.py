@@ -38,8 +38,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling path (file or directory) that replaces `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # Leftovers of a killed earlier run (DVC runs one stage per output at a time, so none is live).
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        _remove(stale)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
-    _remove(tmp)
     try:
         yield tmp
         for p in [tmp, *tmp.rglob("*")] if tmp.is_dir() else [tmp]:
