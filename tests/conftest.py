@@ -15,7 +15,8 @@ BIN = Path(sys.executable).parent  # the venv's bin: its python and dvc run the 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a command the way a user would in the project venv; on failure show everything it printed."""
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
+    full_env = {**os.environ, **(env or {})}
+    full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
     full_env.pop("VIRTUAL_ENV", None)
     proc = subprocess.run(
         cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, shell=isinstance(cmd, str)
@@ -27,7 +28,7 @@ def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = 
 
 def git_commit_all(repo: Path, message: str) -> None:
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", message], repo)
+    run(["git", "commit", "-q", "--allow-empty", "-m", message], repo)
 
 
 def copy_project(dest: Path) -> Path:

@@ -1,0 +1,120 @@
+"""The DVC workflows users rely on, driven through the real `dvc` CLI in a git copy of the project."""
+import json
+import re
+import shutil
+
+import pytest
+
+from conftest import git_commit_all, md5_tree, run, set_params
+
+ALL_STAGES = {"raw", "tokenizer", "hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}
+
+
+def repro_ran(repo) -> set[str]:
+    """Stages `dvc repro` actually executed (not the ones it skipped)."""
+    out = run(["dvc", "repro"], repo).stdout
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+@pytest.fixture
+def committed_repo(scratch_repo):
+    """The repro'd copy with its outputs' dvc.lock committed: a baseline for experiments and clones."""
+    git_commit_all(scratch_repo, "repro")
+    return scratch_repo
+
+
+@pytest.mark.parametrize(
+    "change,expected",
+    [
+        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
+        ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train"}),
+        ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test"}),
+        ({"verl.max_pixels": 200704}, {"verl@train", "verl@test"}),
+        ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
+          "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train"}),
+    ],
+    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "pixel_limit", "tokenizer_stage"],
+)
+def test_a_change_reruns_exactly_its_stages(scratch_repo, change, expected):
+    assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
+    if change.get("trl.tokenizer") == "TOKENIZER_COPY":
+        # another tokenizer (a local copy, as a user's own download would be)
+        shutil.copytree(scratch_repo / "data/tokenizer/qwen2_5_vl", scratch_repo / "my_tokenizer")
+        change = {"trl.tokenizer": "my_tokenizer"}
+    set_params(scratch_repo, **change)
+    assert repro_ran(scratch_repo) == expected
+    assert repro_ran(scratch_repo) == set()  # and then nothing is left to do
+    assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
+
+
+def test_experiments_compare_params_and_metrics(committed_repo):
+    repo = committed_repo
+    run(["dvc", "exp", "run", "-n", "k2", "-S", "hf_bytes.keep_first_k_images=2"], repo)
+    params = json.loads(run(["dvc", "params", "diff", "--json"], repo).stdout)
+    assert params["params.yaml"]["hf_bytes.keep_first_k_images"] == {"old": 6, "new": 2, "diff": -4}
+    metrics = json.loads(run(["dvc", "metrics", "diff", "--json"], repo).stdout)
+    hf = metrics["metrics/hf_bytes/train.json"]
+    assert hf["images_per_row.max"] == {"old": 6, "new": 2, "diff": -4}
+    assert hf["images_truncated_by_k"]["new"] > hf["images_truncated_by_k"]["old"]
+    assert "metrics/verl/train.json" in metrics and "metrics/trl/train.json" in metrics
+
+    run(["git", "checkout", "--", "."], repo)  # back to the baseline before the next experiment
+    run(["dvc", "checkout", "--force"], repo)
+    run(["dvc", "exp", "run", "-n", "budget", "-S", "trl.max_total_tokens=200", "-S", "trl.min_pixels=12544"], repo)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = {e["name"]: e for rev in shown for e in (rev.get("experiments") or []) for e in e["revs"]}
+    assert {"k2", "budget"} <= set(exps)
+    k2 = exps["k2"]["data"]
+    assert k2["params"]["params.yaml"]["data"]["hf_bytes"]["keep_first_k_images"] == 2
+    assert k2["metrics"]["metrics/hf_bytes/train.json"]["data"]["images_per_row"]["max"] == 2
+    budget = exps["budget"]["data"]["metrics"]["metrics/trl/train.json"]["data"]
+    assert budget["dropped"]["over_max_total_tokens"] > 0 and budget["total_tokens"]["max"] <= 200
+
+    table = run(["dvc", "exp", "show", "--no-pager", "--md"], repo).stdout
+    assert "k2" in table and "budget" in table and "keep_first_k_images" in table
+
+    html_dir = repo / "plots_diff"
+    run(["dvc", "plots", "diff", "k2", "budget", "-o", str(html_dir)], repo)
+    html = (html_dir / "index.html").read_text()
+    assert "Images per row (verl)" in html and "k2" in html and "budget" in html
+
+
+def test_push_then_pull_in_a_fresh_clone_local_remote(committed_repo, tmp_path):
+    repo = committed_repo
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], repo)
+    git_commit_all(repo, "remote")
+    run(["dvc", "push"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert md5_tree(clone / "data") == md5_tree(repo / "data")
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+
+
+@pytest.mark.s3
+def test_push_pull_over_a_real_s3_remote_survives_an_outage(committed_repo, tmp_path):
+    from s3server import dvc_env, s3_server
+
+    repo = committed_repo
+    with s3_server(tmp_path / "s3") as ep:
+        env = dvc_env(ep)
+        # Only the bucket URL is committed; endpoint and credentials come from the environment.
+        run(["dvc", "remote", "add", "-d", "s3", f"s3://{ep.bucket}/vlprep"], repo)
+        git_commit_all(repo, "s3 remote")
+        config = (repo / ".dvc/config").read_text()
+        assert ep.access_key not in config and ep.secret_key not in config and "127.0.0.1" not in config
+
+        ep.stop()
+        failed = run(["dvc", "push"], repo, check=False, env=env)
+        assert failed.returncode != 0
+        assert "Could not connect to the endpoint URL" in failed.stderr + failed.stdout
+
+        ep.start()
+        run(["dvc", "push"], repo, env=env)
+        clone = tmp_path / "clone"
+        run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+        run(["dvc", "pull"], clone, env=env)
+        assert md5_tree(clone / "data") == md5_tree(repo / "data")
+        assert "up to date" in run(["dvc", "status"], clone).stdout
+        status = run(["dvc", "status", "--cloud"], repo, env=env).stdout
+        assert "up to date" in status.lower() or "cache and remote" in status.lower()
