@@ -91,6 +91,36 @@ def test_push_then_pull_in_a_fresh_clone_local_remote(committed_repo, tmp_path):
     assert "up to date" in run(["dvc", "status"], clone).stdout
 
 
+def test_older_versions_and_import_into_another_repo(committed_repo, tmp_path):
+    repo = committed_repo
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], repo)
+    git_commit_all(repo, "remote")
+    v1 = md5_tree(repo / "data")
+    run(["git", "tag", "v1"], repo)
+    run(["dvc", "push"], repo)
+    set_params(repo, **{"hf_bytes.keep_first_k_images": 2})
+    run(["dvc", "repro"], repo)
+    git_commit_all(repo, "k=2")
+    run(["dvc", "push"], repo)
+    assert md5_tree(repo / "data") != v1
+
+    # the dataset of an older commit
+    run(["git", "checkout", "-q", "v1"], repo)
+    run(["dvc", "checkout"], repo)
+    assert md5_tree(repo / "data") == v1
+    run(["git", "checkout", "-q", "main"], repo)
+    run(["dvc", "checkout"], repo)
+
+    # a built dataset imported into another project, pinned to a version
+    consumer = tmp_path / "consumer"
+    consumer.mkdir()
+    run(["git", "init", "-q"], consumer)
+    run(["dvc", "init", "-q"], consumer)
+    run(["dvc", "import", str(repo), "data/verl/train.parquet", "-o", "verl_train.parquet", "--rev", "v1"], consumer)
+    assert md5_tree(consumer)["verl_train.parquet"] == v1["verl/train.parquet"]
+    assert "rev: v1" in (consumer / "verl_train.parquet.dvc").read_text()
+
+
 @pytest.mark.s3
 def test_push_pull_over_a_real_s3_remote_survives_an_outage(committed_repo, tmp_path):
     from s3server import dvc_env, s3_server
