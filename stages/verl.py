@@ -7,7 +7,7 @@ from vlprep.params import load_params
 from vlprep.runner import limit_rows, run_stage
 from vlprep.schema import VERL_SCHEMA
 from vlprep.shuffle import shuffled
-from vlprep.sources import hf_dataset_files, plan_arrow_units
+from vlprep.sources import hf_dataset_files, plan_hf_bytes_units
 from vlprep.to_verl import VerlConfig, convert_unit
 from vlprep.trainer_rows import BudgetConfig
 from vlprep.writers import write_parquet
@@ -29,12 +29,12 @@ def main() -> None:
         split=split,
         data_source=p["data_source"],
         ability=p["ability"],
-        budget=BudgetConfig(p["tokenizer"], p["min_pixels"], p["max_pixels"], p["resize_to_max_pixels"]),
+        budget=BudgetConfig.from_params(p),
         max_prompt_tokens=p["max_prompt_tokens"],
     )
     run_stage(
         f"verl[{split}]",
-        plan=lambda: plan_arrow_units(hf_dataset_files(Path("data/hf_bytes") / split)),
+        plan=lambda: plan_hf_bytes_units(split),
         unit_fn=partial(convert_unit, config=config),
         write=lambda tables: write_parquet(Path("data/verl") / f"{split}.parquet", VERL_SCHEMA, tables, p["row_group_size"]),
         num_proc=p["num_proc"],

@@ -7,9 +7,7 @@ import pytest
 from PIL import Image
 
 from builders import png
-from vlprep.metrics import StageStats
-from vlprep.records import RowRejected
-from vlprep.to_trl import TrlConfig, convert_row
+from vlprep.to_trl import TrlConfig, convert_batch
 from vlprep.tokens import load_tokenizer
 from vlprep.trainer_rows import BudgetConfig
 
@@ -49,8 +47,13 @@ def hf_row(**overrides):
     return row
 
 
+def convert_one(row, config):
+    table, stats = convert_batch([row], config)
+    return (table.to_pylist() or [None])[0], stats
+
+
 def test_golden_text_and_token_budget(config):
-    out = convert_row(hf_row(), 0, config, StageStats())
+    out, _ = convert_one(hf_row(), config)
     assert out["text"] == GOLDEN
     assert [p["type"] for p in out["messages"][0]["content"]] == ["image", "image", "text"]
     assert out["image_tokens"] == 4 + 8  # (56/28)^2 and (56/28)*(112/28)
@@ -67,16 +70,20 @@ def test_golden_text_and_token_budget(config):
 
 def test_blank_reasoning_is_dropped_with_a_reason(config):
     for reasoning in (None, "", "  \n"):
-        with pytest.raises(RowRejected) as e:
-            convert_row(hf_row(reasoning=reasoning), 0, config, StageStats())
-        assert e.value.reason == "reasoning_missing"
+        out, stats = convert_one(hf_row(reasoning=reasoning), config)
+        assert out is None and stats.dropped == {"reasoning_missing": 1}
 
 
 def test_budget_drops_long_rows(config):
     tight = TrlConfig(config.budget, max_total_tokens=50)
-    with pytest.raises(RowRejected) as e:
-        convert_row(hf_row(), 0, tight, StageStats())
-    assert e.value.reason == "over_max_total_tokens"
+    out, stats = convert_one(hf_row(), tight)
+    assert out is None and stats.dropped == {"over_max_total_tokens": 1}
+    out, stats = convert_one(hf_row(), TrlConfig(config.budget, max_total_tokens=out_total(config)))
+    assert out is not None  # the limit is inclusive
+
+
+def out_total(config):
+    return convert_one(hf_row(), config)[0]["total_tokens"]
 
 
 def test_trl_parquet_loads_as_trl_needs(repro_repo):

@@ -11,15 +11,15 @@ from vlprep.records import RowRejected
 RowFn = Callable[[dict, int, StageStats], dict]
 
 
-def map_rows(table: pa.Table, row_fn: RowFn, schema: pa.Schema, where: str, first_row: int) -> tuple[pa.Table, StageStats]:
-    """Apply row_fn(row, row_index, stats) to every row of an Arrow batch; a pure function of its inputs,
+def map_rows(rows: list[dict], row_fn: RowFn, schema: pa.Schema, where: str, first_row: int) -> tuple[pa.Table, StageStats]:
+    """Apply row_fn(row, row_index, stats) to every row of a batch; a pure function of its inputs,
     so the executor can run it in any process (or Ray's map_batches) with the same result.
 
     row_fn raises RowRejected to drop a row; any other exception is a bug or an input nobody imagined,
     and stops the stage naming the file and row."""
     stats = StageStats()
     out = []
-    for i, row in enumerate(table.to_pylist()):
+    for i, row in enumerate(rows):
         stats.rows_in += 1
         try:
             out.append(row_fn(row, first_row + i, stats))

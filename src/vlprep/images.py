@@ -1,8 +1,8 @@
 """Any image form a raw row may carry -> encoded image bytes, or a named reason it is unusable.
 
 Valid encoded bytes pass through untouched: validity and size come from the header (plus PNG's chunk
-CRCs via verify() and JPEG's end marker for truncation), never from a pixel decode, which costs ~7x
-the whole I/O of a stage. Only already-decoded images (PIL / numpy) are encoded, as PNG."""
+CRCs and JPEG's end marker for truncation), never from a pixel decode, which costs ~7x the whole I/O
+of a stage. Only already-decoded images (PIL / numpy) are encoded, as PNG."""
 from __future__ import annotations
 
 import base64
@@ -10,7 +10,9 @@ import binascii
 import io
 import os
 import re
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,30 +41,92 @@ class ImageRejected(Exception):
         self.reason = reason
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (they carry the size): C0-CF except DHT (C4), JPG (C8) and DAC (CC).
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _png_header(data: bytes) -> tuple[int, int] | None:
+    """Size of a structurally complete PNG, every chunk's CRC checked (what Pillow's verify() does),
+    or None when anything is unusual, leaving the verdict to Pillow."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    pos = 8
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 12 + length
+        if end > len(data):
+            return None
+        kind_and_data = data[pos + 4 : end - 4]
+        if zlib.crc32(kind_and_data) != struct.unpack(">I", data[end - 4 : end])[0]:
+            return None
+        if kind_and_data[:4] == b"IEND":
+            return width, height
+        pos = end
+    return None
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int] | None:
+    """Size from the first start-of-frame segment, or None when anything is unusual (Pillow decides)."""
+    pos = 2
+    while pos + 9 < len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
+            pos += 2
+            continue
+        if marker == 0xDA:  # scan data before any frame header
+            return None
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            return (width, height) if width and height else None
+        pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    return None
+
+
+def _pillow_header(data: bytes) -> tuple[str, int, int]:
+    """Format and size via Pillow, for every format and for anything the fast paths did not accept."""
+    with warnings.catch_warnings():
+        # Our own pixel bound (the caller's) replaces Pillow's global one, so a param can change it.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, (width, height) = im.format, im.size
+            if fmt == "PNG":
+                im.verify()  # walks the chunks checking CRCs; no pixel decode
+    return fmt, width, height
+
+
 def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """Check encoded bytes are a complete image of acceptable size, without decoding pixels."""
+    """Check encoded bytes are a complete image of acceptable size, without decoding pixels.
+
+    PNG and JPEG (nearly all real data) are read by the small header parsers above, ~20x faster than
+    Pillow's open(); anything they do not accept outright goes to Pillow, which has the last word."""
     if not data:
         raise ImageRejected("image_empty")
+    size = None
+    if data.startswith(_PNG_SIGNATURE):
+        fmt, size = "PNG", _png_header(data)
+    elif data.startswith(b"\xff\xd8"):
+        fmt, size = "JPEG", _jpeg_header(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            # Our own bound below replaces Pillow's global one, so a param can raise or lower it.
-            with Image.open(io.BytesIO(data)) as im:
-                fmt, (width, height) = im.format, im.size
-                if width * height > max_pixels:
-                    raise ImageRejected("image_too_large", f"{width}x{height}")
-                if fmt == "PNG":
-                    im.verify()  # walks the chunks checking CRCs; no pixel decode
-    except ImageRejected:
-        raise
+        if size is None:
+            fmt, *size = _pillow_header(data)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageRejected("image_too_large", str(e)) from None
     except Exception as e:  # Pillow raises many types for bad bytes: all mean "not a usable image"
         raise ImageRejected("image_corrupt", f"{type(e).__name__}: {e}") from None
-    if fmt == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ImageRejected("image_truncated", "JPEG without end-of-image marker")
+    width, height = size
     if width <= 0 or height <= 0:
         raise ImageRejected("image_corrupt", f"size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageRejected("image_too_large", f"{width}x{height}")
+    if fmt == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise ImageRejected("image_truncated", "JPEG without end-of-image marker")
     return ImageInfo(data, width, height, fmt)
 
 

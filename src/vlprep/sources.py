@@ -120,6 +120,11 @@ def hf_dataset_files(dataset_dir: Path) -> list[Path]:
     return [Path(dataset_dir) / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
 
 
+def plan_hf_bytes_units(split: str, root: Path = Path("data/hf_bytes")) -> list[Unit]:
+    """Work units of an hf_bytes split: what the verl and trl stages read."""
+    return plan_arrow_units(hf_dataset_files(root / split))
+
+
 def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
     if unit.offset >= 0:
         with pa.OSFile(unit.path) as f:

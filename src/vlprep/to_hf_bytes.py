@@ -61,7 +61,7 @@ def convert_unit(unit: Unit, config: HfBytesConfig) -> tuple[pa.Table, StageStat
     def row_fn(row: dict, index: int, stats: StageStats) -> dict:
         return convert_row(row, config, root, stats)
 
-    return map_rows(read_unit(unit, RAW_COLUMNS), row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
+    return map_rows(read_unit(unit, RAW_COLUMNS).to_pylist(), row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
 
 
 class DuplicateIndexCounter:

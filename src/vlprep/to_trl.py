@@ -7,12 +7,11 @@ import pyarrow as pa
 
 from vlprep.batches import map_rows
 from vlprep.metrics import StageStats
-from vlprep.prompts import response_text
 from vlprep.records import RowRejected
 from vlprep.schema import TRL_SCHEMA
 from vlprep.sources import Unit, read_unit
-from vlprep.tokens import count_chat_tokens, load_tokenizer
-from vlprep.trainer_rows import BudgetConfig, check_budget, read_problem, reject_reserved_markers, user_turn
+from vlprep.tokens import load_tokenizer
+from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, read_problem, reject_reserved_markers, render_chats
 
 
 @dataclass(frozen=True)
@@ -21,39 +20,43 @@ class TrlConfig:
     max_total_tokens: int | None = None  # prompt + images + response; null = keep all
 
 
-def convert_row(row: dict, index: int, config: TrlConfig, stats: StageStats) -> dict:
+def convert_row(row: dict, chat: RenderedChat | None, config: TrlConfig, stats: StageStats) -> dict:
     if not row["reasoning"] or not row["reasoning"].strip():
         raise RowRejected("reasoning_missing")  # SFT teaches the <think> trace: nothing to teach
     reject_reserved_markers(row["reasoning"])
     problem = read_problem(row, config.budget, stats)
+    if chat is None:
+        raise RowRejected("chat_unrenderable")  # read_problem names the usual causes first
     n = len(problem.images)
-    tokenizer = load_tokenizer(config.budget.tokenizer)
-    user = user_turn(problem)
-    assistant = {"role": "assistant", "content": [{"type": "text", "text": response_text(row["reasoning"], row["answer_label"])}]}
-    messages = [user, assistant]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    prompt_tokens = count_chat_tokens(tokenizer, [user], True) - n
     image_tokens = sum(problem.image_tokens)
-    total_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) - n + image_tokens
+    # Each image is one pad token in the rendered text; the model sees its image tokens instead.
+    total_tokens = chat.text_tokens - n + image_tokens
     check_budget(total_tokens, config.max_total_tokens, "over_max_total_tokens")
     stats.observe("images_per_row", n)
-    stats.observe("text_chars", len(text))
+    stats.observe("text_chars", len(chat.text))
     stats.observe("text_tokens", total_tokens - image_tokens)
     stats.observe("total_tokens", total_tokens)
     stats.observe("image_tokens", image_tokens)
     return {
         **row,
         "images": problem.images,
-        "messages": messages,
-        "text": text,
-        "prompt_tokens": prompt_tokens,
+        "messages": chat.messages,
+        "text": chat.text,
+        "prompt_tokens": chat.prompt_tokens - n,
         "image_tokens": image_tokens,
         "total_tokens": total_tokens,
     }
 
 
-def convert_unit(unit: Unit, config: TrlConfig) -> tuple[pa.Table, StageStats]:
-    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-        return convert_row(row, index, config, stats)
+def convert_batch(rows: list[dict], config: TrlConfig, where: str = "batch", first_row: int = 0) -> tuple[pa.Table, StageStats]:
+    """The pure batch function: hf_bytes rows in, output table and drop counts out."""
+    chats = render_chats(rows, load_tokenizer(config.budget.tokenizer), with_response=True)
 
-    return map_rows(read_unit(unit), row_fn, TRL_SCHEMA, unit.path, unit.first_row)
+    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
+        return convert_row(row, chats[index - first_row], config, stats)
+
+    return map_rows(rows, row_fn, TRL_SCHEMA, where, first_row)
+
+
+def convert_unit(unit: Unit, config: TrlConfig) -> tuple[pa.Table, StageStats]:
+    return convert_batch(read_unit(unit).to_pylist(), config, unit.path, unit.first_row)

@@ -8,10 +8,11 @@ import pyarrow as pa
 from vlprep.batches import map_rows
 from vlprep.metrics import StageStats
 from vlprep.prompts import verl_prompt_content
+from vlprep.records import RowRejected
 from vlprep.schema import VERL_SCHEMA
 from vlprep.sources import Unit, read_unit
-from vlprep.tokens import count_chat_tokens, load_tokenizer
-from vlprep.trainer_rows import BudgetConfig, check_budget, read_problem, user_turn
+from vlprep.tokens import load_tokenizer
+from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, read_problem, render_chats
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,14 @@ class VerlConfig:
     max_prompt_tokens: int | None = None  # prompt text + image tokens; null = keep all
 
 
-def convert_row(row: dict, index: int, config: VerlConfig, stats: StageStats) -> dict:
+def convert_row(row: dict, index: int, chat: RenderedChat | None, config: VerlConfig, stats: StageStats) -> dict:
     problem = read_problem(row, config.budget, stats)
+    if chat is None:
+        raise RowRejected("chat_unrenderable")  # read_problem names the usual causes first
     n = len(problem.images)
     # Counted the way the rollout side sees it: the processor's chat template with one pad per image,
     # each pad then expanded to that image's tokens. Pads are subtracted so text + image add up.
-    prompt_tokens = count_chat_tokens(load_tokenizer(config.budget.tokenizer), [user_turn(problem)], True) - n
+    prompt_tokens = chat.prompt_tokens - n
     image_tokens = sum(problem.image_tokens)
     check_budget(prompt_tokens + image_tokens, config.max_prompt_tokens, "over_max_prompt_tokens")
     content = verl_prompt_content(n, row["question"], problem.options)
@@ -58,8 +61,15 @@ def convert_row(row: dict, index: int, config: VerlConfig, stats: StageStats) ->
     }
 
 
-def convert_unit(unit: Unit, config: VerlConfig) -> tuple[pa.Table, StageStats]:
-    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-        return convert_row(row, index, config, stats)
+def convert_batch(rows: list[dict], config: VerlConfig, where: str = "batch", first_row: int = 0) -> tuple[pa.Table, StageStats]:
+    """The pure batch function: hf_bytes rows in, output table and drop counts out."""
+    chats = render_chats(rows, load_tokenizer(config.budget.tokenizer), with_response=False)
 
-    return map_rows(read_unit(unit), row_fn, VERL_SCHEMA, unit.path, unit.first_row)
+    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
+        return convert_row(row, index, chats[index - first_row], config, stats)
+
+    return map_rows(rows, row_fn, VERL_SCHEMA, where, first_row)
+
+
+def convert_unit(unit: Unit, config: VerlConfig) -> tuple[pa.Table, StageStats]:
+    return convert_batch(read_unit(unit).to_pylist(), config, unit.path, unit.first_row)

@@ -48,8 +48,12 @@ def load_tokenizer(name: str):
     return AutoTokenizer.from_pretrained(name)
 
 
-def count_chat_tokens(tokenizer, messages: list[dict], add_generation_prompt: bool) -> int:
-    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
-        ids = ids["input_ids"]
-    return len(ids)
+def count_tokens(tokenizer, texts: list[str]) -> list[int]:
+    """Token counts as apply_chat_template(tokenize=True) gives them (no extra special tokens added);
+    one batched call for fast tokenizers."""
+    if not texts:
+        return []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

@@ -10,9 +10,9 @@ from PIL import Image
 
 from vlprep.images import ImageRejected, probe
 from vlprep.metrics import StageStats
-from vlprep.prompts import IMAGE_MARKER, problem_text
+from vlprep.prompts import IMAGE_MARKER, problem_text, response_text
 from vlprep.records import RowRejected
-from vlprep.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, image_tokens, smart_resize
+from vlprep.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, count_tokens, image_tokens, smart_resize
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,10 @@ class BudgetConfig:
     # trainers do not pay for the resize at every load. Off by default: bytes otherwise pass untouched.
     resize_to_max_pixels: bool = False
 
+    @classmethod
+    def from_params(cls, p: dict) -> "BudgetConfig":
+        return cls(p["tokenizer"], p["min_pixels"], p["max_pixels"], p["resize_to_max_pixels"])
+
 
 @dataclass
 class Problem:
@@ -31,7 +35,6 @@ class Problem:
     options: dict
     images: list[dict]  # [{"bytes", "path": None}] in order
     image_tokens: list[int]
-    text: str  # instruction + question + ordered options
 
 
 def _resized(data: bytes, fmt: str, size: tuple[int, int]) -> bytes:
@@ -75,14 +78,58 @@ def read_problem(row: dict, budget: BudgetConfig, stats: StageStats) -> Problem:
             stats.counts["images_resized"] += 1
         images.append({"bytes": data, "path": None})
         tokens.append(image_tokens(w, h, budget.min_pixels, budget.max_pixels))
-    options = json.loads(row["options"])
-    return Problem(row, options, images, tokens, problem_text(row["question"], options))
+    return Problem(row, json.loads(row["options"]), images, tokens)
 
 
-def user_turn(problem: Problem) -> dict:
-    """TRL/Qwen conversational form: one image placeholder per image, then the text."""
-    parts = [{"type": "image", "text": None} for _ in problem.images]
-    return {"role": "user", "content": [*parts, {"type": "text", "text": problem.text}]}
+def chat_messages(row: dict, with_response: bool) -> list[dict] | None:
+    """The conversation a trainer renders for a row (TRL/Qwen conversational form: one image
+    placeholder per image, then the text; the assistant's think/answer turn for SFT). None when the
+    row cannot make one; the row function then drops it with the precise reason."""
+    try:
+        text = problem_text(row["question"], json.loads(row["options"]))
+    except (TypeError, ValueError, AttributeError):
+        return None
+    parts = [{"type": "image", "text": None} for _ in row["images"] or []]
+    messages = [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
+    if with_response:
+        if not (row["reasoning"] or "").strip():
+            return None
+        answer = response_text(row["reasoning"], row["answer_label"])
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages
+
+
+@dataclass
+class RenderedChat:
+    messages: list[dict]
+    prompt_tokens: int  # user turn + generation prompt, each image as its single pad token
+    text: str | None = None  # the whole conversation (SFT)
+    text_tokens: int | None = None
+
+
+def render_chats(rows: list[dict], tokenizer, with_response: bool) -> list[RenderedChat | None]:
+    """Render every row's chat with the tokenizer's own template, and count tokens for the whole batch
+    in one call: the Rust tokenizer then works in parallel, instead of paying a call per row."""
+    rendered: list[RenderedChat | None] = []
+    texts: list[str] = []
+    for row in rows:
+        messages = chat_messages(row, with_response)
+        if messages is None:
+            rendered.append(None)
+            continue
+        texts.append(tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True))
+        chat = RenderedChat(messages, prompt_tokens=-1)
+        if with_response:
+            chat.text = tokenizer.apply_chat_template(messages, tokenize=False)
+            texts.append(chat.text)
+        rendered.append(chat)
+    counts = iter(count_tokens(tokenizer, texts))
+    for chat in rendered:
+        if chat is not None:
+            chat.prompt_tokens = next(counts)
+            if with_response:
+                chat.text_tokens = next(counts)
+    return rendered
 
 
 def check_budget(tokens: int, limit: int | None, reason: str) -> None:

@@ -44,29 +44,21 @@ QWEN_PRETOKENIZE_REGEX = (
     r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
-# Qwen2-VL / Qwen2.5-VL chat template, verbatim from the released models. Note that it
-# renders a content part as an image when it has type "image" OR merely has an "image"
-# or "image_url" key: a text part carrying `image: null` (what Arrow does to structs with
-# mixed keys) renders as an image. Keeping the real template keeps that trap visible.
-QWEN25_VL_CHAT_TEMPLATE = (
-    "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n"
-    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
-    "{% else %}{% for content in message['content'] %}"
-    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
-    "{% set image_count.value = image_count.value + 1 %}"
-    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
-    "<|vision_start|><|image_pad|><|vision_end|>"
-    "{% elif content['type'] == 'video' or 'video' in content %}"
-    "{% set video_count.value = video_count.value + 1 %}"
-    "{% if add_vision_id %}Video {{ video_count.value }}: {% endif %}"
-    "<|vision_start|><|video_pad|><|vision_end|>"
-    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
-    "{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+# The real Qwen2.5-VL chat template, taken from the project's tokenizer module (loaded by path: this
+# script runs in the trainer venv, where vlprep is not installed). It renders a content part as an
+# image when it has type "image" OR merely has an "image"/"image_url" key, so a text part carrying
+# `image: null` would render as an image: keeping the real template keeps that trap visible.
+def _project_chat_template() -> str:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "src" / "vlprep" / "qwen_tokenizer.py"
+    spec = importlib.util.spec_from_file_location("_vlprep_qwen_tokenizer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CHAT_TEMPLATE
+
+
+QWEN25_VL_CHAT_TEMPLATE = _project_chat_template()
 
 # Small processor limits keep the vision tower cheap on CPU: at most 64 merged
 # tokens (64 * 28 * 28 pixels) per image, at least 4.
