@@ -59,3 +59,24 @@ def test_prompt_structure(question, options, n):
     assert others == [k for k in options if not (k in "ABCDE" and len(k) == 1)]  # the rest keep their order
     assert content.endswith("".join(f"\n\n{k}. {v}" for k, v in ordered))
     assert problem_text(question, json.dumps(options, ensure_ascii=False)) == content[len(IMAGE_MARKER) * n:]
+
+
+@FAST
+@given(fmt=st.sampled_from(["PNG", "JPEG"]), width=st.integers(1, 80), height=st.integers(1, 80),
+       flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4), cut=st.integers(0, 64))
+def test_fast_header_parsers_never_accept_what_pillow_reads_differently(fmt, width, height, flips, cut):
+    """The PNG/JPEG header fast paths, on damaged images: they reject, or agree with Pillow."""
+    from vlprep.images import probe
+
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (9, 99, 199)).save(buf, format=fmt)
+    data = bytearray(buf.getvalue())
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    data = bytes(data[: len(data) - cut])
+    try:
+        info = probe(data)
+    except ImageRejected:
+        return
+    with Image.open(io.BytesIO(data)) as im:
+        assert (im.format, im.size) == (info.format, (info.width, info.height))
