@@ -29,11 +29,12 @@ def committed_repo(scratch_repo):
         ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
         ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train"}),
         ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test"}),
+        ({"trl.splits": ["train", "test"]}, {"trl@test"}),
         ({"verl.max_pixels": 200704}, {"verl@train", "verl@test"}),
         ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
           "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train"}),
     ],
-    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "pixel_limit", "tokenizer_stage"],
+    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "trl_test_split", "pixel_limit", "tokenizer_stage"],
 )
 def test_a_change_reruns_exactly_its_stages(scratch_repo, change, expected):
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout

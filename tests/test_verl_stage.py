@@ -38,3 +38,30 @@ def test_shuffle_and_max_rows(scratch_repo):
     m = json.loads((scratch_repo / "metrics/verl/train.json").read_text())
     assert m["dropped"]["beyond_max_rows"] == len(before) - 25
     assert m["rows_in"] == m["rows_out"] + sum(m["dropped"].values())
+
+
+def test_resize_to_max_pixels_reencodes_only_large_images(repro_repo):
+    import io
+
+    from PIL import Image
+
+    from builders import jpeg, png
+    from vlprep.to_verl import VerlConfig, convert_batch
+    from vlprep.tokens import image_tokens, smart_resize
+    from vlprep.trainer_rows import BudgetConfig
+
+    small, large = png(60, 40), jpeg(400, 300)
+    row = {"images": [{"bytes": small, "path": None}, {"bytes": large, "path": None}], "question": "q",
+           "options": '{"A": "a", "B": "b"}', "answer_label": "A", "answer": "a", "reasoning": None,
+           "dataset_name": "d", "dataset_index": 1, "hash": None, "misc": None}
+    max_pixels = 100 * 28 * 28  # 78,400: the 400x300 image is above, the 60x40 one below
+    budget = BudgetConfig(str(repro_repo / "data/tokenizer/qwen2_5_vl"), max_pixels=max_pixels, resize_to_max_pixels=True)
+    table, stats = convert_batch([row], VerlConfig("train", "src", "medical_mcqa", budget))
+    out = table.to_pylist()[0]
+    assert out["images"][0]["bytes"] == small  # untouched
+    with Image.open(io.BytesIO(out["images"][1]["bytes"])) as im:
+        assert im.format == "JPEG" and im.size[::-1] == smart_resize(300, 400, max_pixels=max_pixels)
+        assert im.size[0] * im.size[1] <= max_pixels
+    assert stats.counts["images_resized"] == 1
+    # the token count is what the processor gives for the original image (it is already that size now)
+    assert out["extra_info"]["image_tokens"] == image_tokens(60, 40) + image_tokens(400, 300, max_pixels=max_pixels)
