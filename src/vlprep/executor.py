@@ -5,16 +5,41 @@ num_proc is, so outputs are byte-identical for any num_proc. At most 2*num_proc 
 memory stays bounded by a few row groups however large the dataset is."""
 from __future__ import annotations
 
+import itertools
 import multiprocessing
+import os
+import shutil
+import tempfile
 from collections import deque
 from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
 from vlprep.metrics import StageStats
-from vlprep.sources import Unit
+from vlprep.sources import Unit, open_parquet
 
 UnitFn = Callable[[Unit], "tuple[pa.Table, StageStats]"]
+
+
+def _worker_init() -> None:
+    # A forked worker must not share the parent's open parquet files (and their file positions).
+    open_parquet.cache_clear()
+
+
+def _run_and_spill(fn: UnitFn, unit: Unit, spill_path: str) -> tuple[str, StageStats]:
+    """Run fn in a worker and hand its table back through an uncompressed Arrow file: pickling
+    image-heavy tables through the pool's pipe cost as much CPU as the work itself."""
+    table, stats = fn(unit)
+    with pa.OSFile(spill_path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return spill_path, stats
+
+
+def _load_spilled(path: str) -> pa.Table:
+    with pa.OSFile(path) as f:
+        table = pa.ipc.open_file(f).read_all()
+    os.unlink(path)
+    return table
 
 
 def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStats) -> Iterator[pa.Table]:
@@ -28,17 +53,18 @@ def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStat
     # fork: workers start at once with everything imported (spawn re-imports datasets/transformers,
     # ~2 s per worker). Arrow re-creates its thread pools in a forked child, so pyarrow is fork-safe.
     ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(num_proc) as pool:
-        pending: deque = deque()
-        todo = iter(units)
-        for unit in todo:
-            pending.append(pool.apply_async(fn, (unit,)))
-            if len(pending) >= 2 * num_proc:
-                break
-        while pending:
-            table, unit_stats = pending.popleft().get()
-            next_unit = next(todo, None)
-            if next_unit is not None:
-                pending.append(pool.apply_async(fn, (next_unit,)))
-            stats.merge(unit_stats)
-            yield table
+    spill_dir = tempfile.mkdtemp(prefix="vlprep-spill-")
+    try:
+        with ctx.Pool(num_proc, initializer=_worker_init) as pool:
+            # One spill file per unit position: unique however units are named across files.
+            todo = ((unit, os.path.join(spill_dir, f"{i:08d}.arrow")) for i, unit in enumerate(units))
+            pending: deque = deque(pool.apply_async(_run_and_spill, (fn, *job)) for job in itertools.islice(todo, 2 * num_proc))
+            while pending:
+                path, unit_stats = pending.popleft().get()
+                job = next(todo, None)
+                if job is not None:
+                    pending.append(pool.apply_async(_run_and_spill, (fn, *job)))
+                stats.merge(unit_stats)
+                yield _load_spilled(path)
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)

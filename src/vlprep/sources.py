@@ -1,6 +1,7 @@
 """Input specs -> a sorted, de-duplicated list of parquet files -> row-group work units."""
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -60,8 +61,10 @@ class Unit:
     offset: int = -1  # Arrow stream files: byte offset of the record batch message
 
 
+@functools.lru_cache(maxsize=8)
 def open_parquet(path: Path | str) -> pq.ParquetFile:
     # pre_buffer=False: the default buffers whole column chunks ahead, making memory grow with file size.
+    # Cached: a file's row groups are read one after another, and parsing its footer each time costs.
     try:
         return pq.ParquetFile(path, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as e:

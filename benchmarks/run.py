@@ -1,0 +1,298 @@
+"""Benchmark the pipeline stages on realistic generated raw data (issue 8).
+
+    python benchmarks/run.py                                 # N=10k and 100k, num_proc 1 and 2
+    python benchmarks/run.py --rows 10000 --num-proc 1 --stages hf_bytes floor
+    python benchmarks/run.py --rows 10000 --repeat 3 --code 1a2b3c4   # median of 3, code of a commit
+
+For each N it generates raw data once (reused while the generator config is unchanged), then runs the
+real stage scripts as child processes in a scratch project under benchmarks/work/, each inside a fresh
+wrapper process, so the wrapper's RUSAGE_CHILDREN peak RSS belongs to that one measurement alone.
+"floor" is what any stage must at least do: a plain pyarrow read of the raw files plus a zstd parquet
+write (and fsync, as the stages' atomic writers do) of the same bytes. Results go to benchmarks/results.json,
+merged with earlier results of the same data and code. The code measured is a snapshot of src/ and stages/
+(work tree or --code commit) taken at start, so edits made during a run do not mix into its numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+WORK = REPO / "benchmarks" / "work"
+STAGES = ["floor", "hf_bytes", "verl", "trl"]
+# Output each stage writes in the scratch project (deleted after measuring, to keep disk use bounded).
+OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train.parquet",
+           "trl": "data/trl/train.parquet"}
+
+
+def sample_config(rows: int, pool: int):
+    from vlprep.sample import SampleConfig
+
+    # 1-6 images a row (mean 3.5), 64-1024 px sides, ~20 KB mean "scan" images (JPEG/PNG alternating by
+    # row). Only the image forms real data has, no bad rows; row groups of 100 rows, as `datasets` writes
+    # image datasets; 5000 rows (~350 MB) per file.
+    return SampleConfig(rows=rows, shards=max(2, rows // 5000), seed=0, max_images_per_row=6,
+                        min_image_size=64, max_image_size=1024, bad_rows=False,
+                        image_forms=("binary", "struct"), image_pool=pool, image_style="scan", row_group_size=100)
+
+
+def ensure_raw(rows: int, pool: int) -> Path:
+    from vlprep.sample import write_split
+
+    config = sample_config(rows, pool)
+    out = WORK / f"raw-{rows}"
+    meta = {**dataclasses.asdict(config), "image_forms": list(config.image_forms)}
+    if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text())["config"] == meta:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.perf_counter()
+    write_split(out / "train", "train", config)
+    files = sorted((out / "train").glob("*.parquet"))
+    # Images counted from parquet metadata: values of the first `images` leaf column (no empty lists here).
+    images = sum(pq.ParquetFile(f).metadata.row_group(g).column(0).num_values
+                 for f in files for g in range(pq.ParquetFile(f).metadata.num_row_groups))
+    facts = {"config": meta, "generate_s": round(time.perf_counter() - t, 1), "files": len(files),
+             "bytes": sum(f.stat().st_size for f in files), "images": int(images)}
+    facts["mean_image_kb"] = round(facts["bytes"] / facts["images"] / 1000, 1)  # file bytes / image: ~image size
+    (out / "meta.json").write_text(json.dumps(facts, indent=1))
+    print(f"generated {rows} rows in {facts['generate_s']} s: {facts}", file=sys.stderr)
+    return out
+
+
+def floor_child(raw_dir: str, out_dir: str) -> None:
+    """The floor, run as a child: stream-read every raw file, write its batches with zstd, fsync."""
+    out = Path(out_dir)
+    out.mkdir(parents=True)
+    t = time.perf_counter()
+    written = []
+    for i, path in enumerate(sorted(Path(raw_dir).rglob("*.parquet"))):
+        pf = pq.ParquetFile(path, pre_buffer=False)
+        # One output per input: the binary and struct image files have different schemas.
+        with pq.ParquetWriter(out / f"part-{i:03d}.parquet", pf.schema_arrow, compression="zstd") as w:
+            for batch in pf.iter_batches(batch_size=64):  # 64 rows: the stages' output row group size
+                w.write_batch(batch)
+        written.append(out / f"part-{i:03d}.parquet")
+    t_write = time.perf_counter() - t
+    for path in written:
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    print(json.dumps({"read_write_s": round(t_write, 2), "fsync_s": round(time.perf_counter() - t - t_write, 2)}))
+
+
+def measure_child(out_json: str, cmd: list[str]) -> None:
+    """Fresh wrapper process: run cmd, record its wall time, CPU time, peak RSS of the largest process
+    (ru_maxrss, KiB on Linux), and the sampled peak RSS summed over the process tree (num_proc workers)."""
+    def busy() -> float:
+        c = psutil.cpu_times()
+        return c.user + c.nice + c.system + c.irq + c.softirq
+
+    busy0, t = busy(), time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    parent, tree_peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            procs = [parent, *parent.children(recursive=True)]
+            tree_peak = max(tree_peak, sum(p.memory_info().rss for p in procs))
+        except psutil.Error:
+            pass  # a process ended while sampling
+        time.sleep(0.05)
+    wall = time.perf_counter() - t
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = ru.ru_utime + ru.ru_stime
+    # Others' work on the machine skews wall time (cpu_s much less): CPU seconds used meanwhile by
+    # every other process (and this wrapper's sampling) tells whether a number is trustworthy.
+    Path(out_json).write_text(json.dumps({"rc": proc.returncode, "wall_s": wall, "cpu_s": cpu, "sys_s": ru.ru_stime, "others_cpu_s": busy() - busy0 - cpu,
+                                          "maxrss_mb": ru.ru_maxrss / 1024, "tree_rss_mb": tree_peak / 2**20}))
+
+
+def snapshot_code(ref: str | None) -> tuple[Path, str]:
+    """Copy src/ and stages/ (of the work tree, or of git REF) under benchmarks/work/ and run the stages
+    from there: others edit the tree during a long run, and every number must belong to one code state."""
+    tmp = WORK / "code.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if ref:
+        archive = subprocess.run(["git", "archive", ref, "src", "stages"], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
+    else:
+        for d in ("src", "stages"):
+            shutil.copytree(REPO / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    digest = hashlib.sha256()
+    for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        digest.update(str(f.relative_to(tmp)).encode() + b"\0" + f.read_bytes())
+    code = WORK / f"code-{digest.hexdigest()[:12]}"
+    shutil.rmtree(code, ignore_errors=True)
+    tmp.rename(code)
+    return code, digest.hexdigest()[:12]
+
+
+def measure(cmd: list[str], cwd: Path, code: Path) -> dict:
+    result = cwd / "measure.json"
+    os.sync()  # write-back still pending from an earlier measurement would slow this one's I/O
+    # PYTHONPATH comes before the editable install's path entry: the stages import the snapshot's vlprep.
+    env = {**os.environ, "PYTHONPATH": str(code / "src")}
+    stdout = subprocess.run([sys.executable, __file__, "--measure", str(result), "--", *cmd], cwd=cwd, check=True,
+                            stdout=subprocess.PIPE, text=True, env=env).stdout
+    m = {k: round(v, 2) for k, v in json.loads(result.read_text()).items()}
+    if m["rc"]:
+        sys.exit(f"{cmd} failed with exit code {m['rc']}")
+    if stdout.strip().startswith("{"):  # the floor's own split of its time
+        m.update(json.loads(stdout))
+    return m
+
+
+def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
+    """A scratch project dir: the repo's params.yaml with inputs and num_proc set for this run."""
+    proj = WORK / "proj"
+    shutil.rmtree(proj, ignore_errors=True)
+    proj.mkdir(parents=True)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["inputs"] = {"train": str(raw / "train"), "test": str(raw / "train")}
+    for stage in ("hf_bytes", "verl", "trl"):
+        params[stage]["num_proc"] = num_proc
+    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(tokenizer)
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return proj
+
+
+def du(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def machine() -> dict:
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    git = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True)
+    return {"nproc": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "cpu": cpu,
+            "python": platform.python_version(), "pyarrow": pa.__version__, "repo_at_report": git.stdout.strip()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, nargs="+", default=[10000, 100000])
+    ap.add_argument("--num-proc", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
+    # 4096: a 1 MB parquet page (what zstd sees at once) holds ~1% repeated image bytes.
+    ap.add_argument("--image-pool", type=int, default=4096, help="distinct images the rows draw from")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is kept")
+    ap.add_argument("--code", metavar="GIT_REF", help="measure src/ and stages/ of this commit; default: the work tree")
+    ap.add_argument("--fresh", action="store_true", help="drop earlier results from --out instead of merging")
+    args = ap.parse_args()
+    code, code_id = snapshot_code(args.code)
+    print(f"measuring code {code_id} ({args.code or 'work tree'}) from {code}", file=sys.stderr)
+    tokenizer = WORK / "tokenizer"
+    if not (tokenizer / "tokenizer.json").is_file():
+        subprocess.run([sys.executable, "-m", "vlprep.qwen_tokenizer", str(tokenizer)], check=True)
+    runs, raws = [], {}
+    for n in args.rows:
+        raw = ensure_raw(n, args.image_pool)
+        raws[n] = json.loads((raw / "meta.json").read_text())
+        in_bytes = raws[n]["bytes"]
+        subprocess.run(["cat", *map(str, (raw / "train").glob("*.parquet"))], stdout=subprocess.DEVNULL)  # warm cache
+        for num_proc in args.num_proc:
+            proj = make_project(raw, tokenizer, num_proc)
+            for stage in [s for s in STAGES if s in args.stages]:
+                if stage == "floor" and num_proc != args.num_proc[0]:
+                    continue  # the floor is single-process: measured once per N, listed as num_proc 1
+                if stage in ("verl", "trl") and not (proj / OUTPUTS["hf_bytes"]).exists():
+                    measure([sys.executable, str(code / "stages" / "hf_bytes.py"), "train"], proj, code)  # their input
+                if stage == "floor":
+                    cmd = [sys.executable, __file__, "--floor", str(raw / "train"), OUTPUTS["floor"]]
+                else:
+                    cmd = [sys.executable, str(code / "stages" / f"{stage}.py"), "train"]
+                out = proj / OUTPUTS[stage]
+                # Wall time varies by up to ~1.6x between identical runs here (other work on the machine,
+                # write-back of the output): --repeat keeps the run with the median wall time, lists all.
+                ms = []
+                for _ in range(args.repeat):
+                    if stage != "hf_bytes" and out.exists():  # hf_bytes: verl/trl read it; it replaces itself
+                        shutil.rmtree(out) if out.is_dir() else out.unlink()
+                    ms.append(measure(cmd, proj, code))
+                m = sorted(ms, key=lambda x: x["wall_s"])[len(ms) // 2]
+                m["wall_all"] = [x["wall_s"] for x in ms]
+                metrics = proj / "metrics" / stage / "train.json"
+                rows_out = json.loads(metrics.read_text())["rows_out"] if metrics.is_file() else n
+                m["when"], m["code"] = time.strftime("%Y-%m-%d %H:%M"), f"{code_id} {args.code or 'work tree'}"
+                runs.append({"rows": n, "num_proc": 1 if stage == "floor" else num_proc, "stage": stage, **m,
+                             "rows_per_s": round(n / m["wall_s"], 1), "mb_per_s": round(in_bytes / 1e6 / m["wall_s"], 1),
+                             "in_mb": round(in_bytes / 1e6, 1), "out_mb": round(du(out) / 1e6, 1), "rows_out": rows_out})
+                print(f"{n:>7} np={num_proc} {stage:9} {m['wall_s']:8.2f} s", file=sys.stderr)
+                if stage in ("floor", "verl", "trl"):  # hf_bytes is the input of verl/trl
+                    shutil.rmtree(out) if out.is_dir() else out.unlink()
+            shutil.rmtree(proj)
+    # Keep earlier results for what this invocation did not measure, so a quick run and a 100k run add
+    # up, if measured on the same data and code; results of other code are kept apart, for comparison.
+    other_code = []
+    if args.out.is_file() and not args.fresh:
+        old = json.loads(args.out.read_text())
+        old_raws = {int(k): v for k, v in old["raw"].items()}
+        done = {(r["rows"], r["num_proc"], r["stage"]) for r in runs}
+        same_data = [r for r in old["runs"] + old.get("other_code_runs", [])
+                     if old_raws[r["rows"]]["config"] == raws.get(r["rows"], old_raws[r["rows"]])["config"]]
+        other_code = [r for r in same_data if r.get("code", "?").split()[0] != code_id]
+        runs += [r for r in same_data if r.get("code", "?").split()[0] == code_id and (r["rows"], r["num_proc"], r["stage"]) not in done]
+        raws = {**old_raws, **raws}
+    runs.sort(key=lambda r: (r["rows"], r["num_proc"], STAGES.index(r["stage"])))
+    report(runs, raws, args.out, other_code)
+
+
+def report(runs: list[dict], raws: dict, out: Path, other_code: list[dict]) -> None:
+    print(f"code {runs[0]['code']}" if runs else "no results")
+    cols = ["rows", "num_proc", "stage", "wall_s", "cpu_s", "sys_s", "rows_per_s", "mb_per_s", "maxrss_mb", "tree_rss_mb",
+            "out_mb", "rows_out", "others_cpu_s"]
+    print(" | ".join(f"{c:>11}" for c in cols) + " | wall of each repeat")
+    for r in runs:
+        print(" | ".join(f"{r.get(c, ''):>11}" for c in cols) + f" | {r.get('wall_all', '')}")
+    get = {(r["rows"], r["num_proc"], r["stage"]): r for r in runs}
+    summary = []
+
+    def line(what: str, value: float) -> None:
+        summary.append({"what": what, "value": round(value, 2)})
+        print(f"{what:62} {value:7.2f}")
+
+    ns = sorted({n for n, _, _ in get})
+    print("\n-- stage time / floor time (same N)")
+    for (n, p, s), r in get.items():
+        if s != "floor" and (n, 1, "floor") in get:
+            line(f"{s} N={n} np={p}", r["wall_s"] / get[(n, 1, "floor")]["wall_s"])
+    print("\n-- num_proc=2: wall speedup over num_proc=1, and CPU seconds used relative to num_proc=1")
+    for (n, p, s), r in get.items():
+        if p == 1 and (n, 2, s) in get:
+            line(f"{s} N={n}: speedup", r["wall_s"] / get[(n, 2, s)]["wall_s"])
+            line(f"{s} N={n}: cpu_s ratio (less sensitive to other load)", get[(n, 2, s)]["cpu_s"] / r["cpu_s"])
+    if len(ns) > 1:
+        small, big = ns[0], ns[-1]
+        print(f"\n-- scaling N={big} vs N={small}: time ratio, peak RSS ratios (largest process, process tree)")
+        for (n, p, s), r in get.items():
+            if n == small and (big, p, s) in get:
+                b = get[(big, p, s)]
+                line(f"{s} np={p}: time", b["wall_s"] / r["wall_s"])
+                line(f"{s} np={p}: maxrss", b["maxrss_mb"] / r["maxrss_mb"])
+                line(f"{s} np={p}: tree rss", b["tree_rss_mb"] / r["tree_rss_mb"])
+    out.write_text(json.dumps({"machine": machine(), "raw": raws, "runs": runs, "summary": summary,
+                               "other_code_runs": other_code}, indent=1) + "\n")
+    print(f"\nwritten {out}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--measure"]:
+        measure_child(sys.argv[2], sys.argv[4:])
+    elif sys.argv[1:2] == ["--floor"]:
+        floor_child(sys.argv[2], sys.argv[3])
+    else:
+        main()
