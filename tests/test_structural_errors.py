@@ -1,5 +1,4 @@
 """Structural problems stop the stage with a message naming the file; nothing is published."""
-import shutil
 
 import pytest
 import yaml

@@ -7,7 +7,6 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -142,8 +141,3 @@ def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
         return pf.read_row_group(unit.row_group, columns=names)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{unit.path}: row group {unit.row_group} unreadable ({e})") from e
-
-
-def iter_batches(table: pa.Table, batch_rows: int) -> Iterator[pa.Table]:
-    for start in range(0, table.num_rows, batch_rows):
-        yield table.slice(start, batch_rows)
