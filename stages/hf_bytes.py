@@ -33,13 +33,12 @@ def main() -> None:
             yield table
 
     run_stage(
-        f"hf_bytes[{split}]",
+        "hf_bytes",
+        split,
         plan=lambda: plan_units(resolve_inputs(params["inputs"][split]), RAW_REQUIRED),
         unit_fn=partial(convert_unit, config=config),
         write=lambda tables: write_hf_dataset(Path("data/hf_bytes") / split, HF_BYTES_FEATURES, tables),
         num_proc=p["num_proc"],
-        metrics_path=Path("metrics/hf_bytes") / f"{split}.json",
-        plots_dir=Path("plots/hf_bytes") / split,
         post=[count_duplicates],
     )
 

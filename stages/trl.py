@@ -24,13 +24,12 @@ def main() -> None:
     # The datasets feature metadata makes load_dataset("parquet") decode `images` to PIL images.
     schema = TRL_SCHEMA.with_metadata(hf_features_metadata(TRL_FEATURES))
     run_stage(
-        f"trl[{split}]",
+        "trl",
+        split,
         plan=lambda: plan_hf_bytes_units(split),
         unit_fn=partial(convert_unit, config=config),
         write=lambda tables: write_parquet(Path("data/trl") / f"{split}.parquet", schema, tables, p["row_group_size"]),
         num_proc=p["num_proc"],
-        metrics_path=Path("metrics/trl") / f"{split}.json",
-        plots_dir=Path("plots/trl") / split,
     )
 
 

@@ -33,13 +33,12 @@ def main() -> None:
         max_prompt_tokens=p["max_prompt_tokens"],
     )
     run_stage(
-        f"verl[{split}]",
+        "verl",
+        split,
         plan=lambda: plan_hf_bytes_units(split),
         unit_fn=partial(convert_unit, config=config),
         write=lambda tables: write_parquet(Path("data/verl") / f"{split}.parquet", VERL_SCHEMA, tables, p["row_group_size"]),
         num_proc=p["num_proc"],
-        metrics_path=Path("metrics/verl") / f"{split}.json",
-        plots_dir=Path("plots/verl") / split,
         post=[shuffle_stage(p, split), limit_rows(p["max_rows"])] if p["shuffle"] else [limit_rows(p["max_rows"])],
     )
 

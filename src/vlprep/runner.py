@@ -15,19 +15,22 @@ from vlprep.writers import EmptyOutput
 
 
 def run_stage(
-    name: str,
+    stage: str,
+    split: str,
     plan: Callable[[], list[Unit]],
     unit_fn: Callable[[Unit], "tuple[pa.Table, StageStats]"],
     write: Callable[[Iterable[pa.Table]], int],
     num_proc: int,
-    metrics_path: Path,
-    plots_dir: Path | None = None,
     post: list[Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]] = (),
 ) -> StageStats:
     """Run one stage for one split; exit with a clear message on structural errors or empty output.
+    Metrics go to metrics/<stage>/<split>.json and plot data to plots/<stage>/<split>/, as dvc.yaml declares.
 
     `post` transforms the ordered stream of output tables in turn (e.g. shuffle, then max_rows), counting
     what they remove in the stats they are given."""
+    name = f"{stage}[{split}]"
+    metrics_path = Path("metrics") / stage / f"{split}.json"
+    plots_dir = Path("plots") / stage / split
     stats = StageStats()
     try:
         tables = run_units(unit_fn, plan(), num_proc, stats)
@@ -42,9 +45,8 @@ def run_stage(
         sys.exit(f"{name}: zero rows kept of {stats.rows_in}; dropped: {dict(stats.dropped)}")
     stats.check_balance()
     write_json(metrics_path, stats.as_dict())
-    if plots_dir is not None:
-        for series, hist in sorted(stats.series.items()):
-            write_json(plots_dir / f"{series}.json", histogram_rows(hist, series))
+    for series, hist in sorted(stats.series.items()):
+        write_json(plots_dir / f"{series}.json", histogram_rows(hist, series))
     print(f"{name}: kept {stats.rows_out}/{stats.rows_in} rows; dropped {dict(stats.dropped)}", file=sys.stderr)
     return stats
 
