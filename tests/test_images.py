@@ -117,3 +117,12 @@ def test_decompression_bomb_is_refused_from_the_header(root):
     with pytest.raises(ImageRejected) as e:
         normalize_image(png(100, 100), root, max_pixels=100 * 99)
     assert e.value.reason == "image_too_large"
+
+
+def test_jpeg_with_a_reserved_marker_is_judged_by_pillow(root):
+    # found by hypothesis: a segment marker byte flipped to 0x02, which Pillow cannot read
+    data = bytearray(jpeg(1, 1))
+    data[21] = 0x02
+    with pytest.raises(ImageRejected) as e:
+        normalize_image(bytes(data), root)
+    assert e.value.reason == "image_corrupt"

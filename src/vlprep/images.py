@@ -77,7 +77,9 @@ def _jpeg_header(data: bytes) -> tuple[int, int] | None:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # segments without a length
+        if marker < 0xC0:  # reserved / unknown to Pillow's marker table: let Pillow judge the file
+            return None
+        if 0xD0 <= marker <= 0xD7:  # restart markers carry no length
             pos += 2
             continue
         if marker == 0xDA:  # scan data before any frame header
