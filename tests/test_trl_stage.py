@@ -3,10 +3,12 @@ import json
 from collections import Counter
 
 import datasets
+import pyarrow as pa
 import pytest
 from PIL import Image
 
 from builders import png
+from vlprep.schema import HF_BYTES_SCHEMA
 from vlprep.to_trl import TrlConfig, convert_batch
 from vlprep.tokens import load_tokenizer
 from vlprep.trainer_rows import BudgetConfig
@@ -48,7 +50,7 @@ def hf_row(**overrides):
 
 
 def convert_one(row, config):
-    table, stats = convert_batch([row], config)
+    table, stats = convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), config)
     return (table.to_pylist() or [None])[0], stats
 
 

@@ -1,10 +1,12 @@
 """The verl stage's rows, against SPEC §3, on the output of the real `dvc repro`."""
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import run, set_params
 from vlprep.prompts import IMAGE_MARKER, verl_prompt_content
+from vlprep.schema import HF_BYTES_SCHEMA
 
 
 def test_rows_follow_the_spec(repro_repo):
@@ -56,7 +58,7 @@ def test_resize_to_max_pixels_reencodes_only_large_images(repro_repo):
            "dataset_name": "d", "dataset_index": 1, "hash": None, "misc": None}
     max_pixels = 100 * 28 * 28  # 78,400: the 400x300 image is above, the 60x40 one below
     budget = BudgetConfig(str(repro_repo / "data/tokenizer/qwen2_5_vl"), max_pixels=max_pixels, resize_to_max_pixels=True)
-    table, stats = convert_batch([row], VerlConfig("train", "src", "medical_mcqa", budget))
+    table, stats = convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), VerlConfig("train", "src", "medical_mcqa", budget))
     out = table.to_pylist()[0]
     assert out["images"][0]["bytes"] == small  # untouched
     with Image.open(io.BytesIO(out["images"][1]["bytes"])) as im:

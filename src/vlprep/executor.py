@@ -8,8 +8,10 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import queue
 import shutil
 import tempfile
+import threading
 from collections import deque
 from typing import Callable, Iterator, Sequence
 
@@ -36,17 +38,63 @@ def _run_and_spill(fn: UnitFn, unit: Unit, spill_path: str) -> tuple[str, StageS
 
 
 def _load_spilled(path: str) -> pa.Table:
-    with pa.OSFile(path) as f:
+    # Memory-mapped: the table's buffers are the page-cache pages the worker wrote, not a second copy.
+    # Unlinking a mapped file is fine on Linux: the pages live until the table is dropped.
+    with pa.memory_map(path) as f:
         table = pa.ipc.open_file(f).read_all()
     os.unlink(path)
     return table
 
 
+_DONE = object()
+
+
+def _read_ahead(items: Iterator, depth: int) -> Iterator:
+    """Produce items in a background thread while the consumer works on earlier ones. The consumer
+    (the writer) spends its time in Arrow and in write syscalls, which release the GIL, so producing
+    the next unit overlaps with writing the last one. At most `depth` items wait, so memory stays bounded."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_DONE, None))
+        except BaseException as e:  # handed to the consumer, raised there
+            put((None, e))
+
+    thread = threading.Thread(target=produce, name="vlprep-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStats) -> Iterator[pa.Table]:
     """Yield each unit's output table in order, merging its stats into `stats` as it arrives."""
     if num_proc <= 1 or len(units) <= 1:
-        for unit in units:
-            table, unit_stats = fn(unit)
+        # Stats are merged here, in the consumer's thread: what consumes the tables (e.g. max_rows)
+        # updates the same stats, and two threads must not both do `+=` on them.
+        for table, unit_stats in _read_ahead((fn(unit) for unit in units), depth=2):
             stats.merge(unit_stats)
             yield table
         return

@@ -1,32 +1,67 @@
-"""Every output's columns, declared once. Arrow schemas are derived from these datasets Features, so
-the HF feature metadata and the physical schema cannot disagree."""
+"""Every output's columns, declared once, as `datasets` feature dicts (the JSON form `Features.to_dict()`
+gives and `Features.from_dict()` reads). The Arrow schemas are derived from them here, so the HF feature
+metadata and the physical schema cannot disagree; tests check both against `datasets` itself. Declared
+as plain dicts so stages do not import `datasets` (~0.5 s a process) only to name their columns."""
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
-from datasets import Features, Image, List, Value
 
 # Raw columns a stage cannot work without; the others are optional and filled with null.
 RAW_REQUIRED = ("images", "question", "options", "answer_label")
 RAW_COLUMNS = [*RAW_REQUIRED, "answer", "reasoning", "dataset_name", "dataset_index", "hash", "misc"]
 
-HF_BYTES_FEATURES = Features(
-    {
-        # decode=False: consumers get the original encoded bytes, never a re-encoded copy.
-        "images": List(Image(decode=False)),
-        "question": Value("string"),
-        "options": Value("string"),  # JSON object, ensure_ascii=False, nulls removed
-        "answer_label": Value("string"),
-        "answer": Value("string"),
-        "reasoning": Value("string"),
-        "dataset_name": Value("string"),
-        "dataset_index": Value("int64"),
-        "hash": Value("string"),
-        "misc": Value("string"),
-    }
-)
-HF_BYTES_SCHEMA = HF_BYTES_FEATURES.arrow_schema
+STRING = {"dtype": "string", "_type": "Value"}
+INT64 = {"dtype": "int64", "_type": "Value"}
 
-IMAGES_TYPE = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+
+def list_of(feature: dict) -> dict:
+    return {"feature": feature, "_type": "List"}
+
+
+def image(decode: bool = True) -> dict:
+    # datasets omits decode when it is the default (True).
+    return {"_type": "Image"} if decode else {"decode": False, "_type": "Image"}
+
+
+def arrow_type(feature: dict) -> pa.DataType:
+    """The Arrow type `datasets` stores a feature as (only the feature kinds this project uses)."""
+    kind = feature.get("_type")
+    if kind == "Value":
+        return pa.type_for_alias(feature["dtype"])
+    if kind == "List":
+        return pa.list_(arrow_type(feature["feature"]))
+    if kind == "Image":
+        return pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    if kind is None:  # a dict of features is a struct
+        return pa.struct([(name, arrow_type(f)) for name, f in feature.items()])
+    raise ValueError(f"unsupported feature {feature}")
+
+
+def arrow_schema(features: dict) -> pa.Schema:
+    """The schema `Features(...).arrow_schema` gives: columns plus the `huggingface` metadata through
+    which readers (datasets, TRL) recover Image features from plain Arrow/parquet."""
+    metadata = {"huggingface": json.dumps({"info": {"features": features}})}
+    return pa.schema([(name, arrow_type(f)) for name, f in features.items()], metadata=metadata)
+
+
+HF_BYTES_FEATURES = {
+    # decode=False: consumers get the original encoded bytes, never a re-encoded copy.
+    "images": list_of(image(decode=False)),
+    "question": STRING,
+    "options": STRING,  # JSON object, ensure_ascii=False, nulls removed
+    "answer_label": STRING,
+    "answer": STRING,
+    "reasoning": STRING,
+    "dataset_name": STRING,
+    "dataset_index": INT64,
+    "hash": STRING,
+    "misc": STRING,
+}
+HF_BYTES_SCHEMA = arrow_schema(HF_BYTES_FEATURES)
+
+IMAGES_TYPE = arrow_type(list_of(image()))
 
 # verl: the row format RLHFDataset reads with prompt_key=prompt, image_key=images (SPEC §3).
 VERL_SCHEMA = pa.schema(
@@ -58,17 +93,14 @@ VERL_SCHEMA = pa.schema(
 
 # TRL: hf_bytes columns + conversation + token budget. Message parts carry only `type` and `text`:
 # Arrow gives every struct all fields, and an extra (even null) `image` field makes TRL miscount images.
-_PART = {"type": Value("string"), "text": Value("string")}
-TRL_FEATURES = Features(
-    {
-        **{name: feature for name, feature in HF_BYTES_FEATURES.items() if name != "images"},
-        # decode=True in the metadata: load_dataset("parquet") yields PIL images, as TRL's collator needs.
-        "images": List(Image()),
-        "messages": List({"role": Value("string"), "content": List(_PART)}),
-        "text": Value("string"),
-        "prompt_tokens": Value("int64"),
-        "image_tokens": Value("int64"),
-        "total_tokens": Value("int64"),  # prompt + images + response, as the model sees the sequence
-    }
-)
-TRL_SCHEMA = TRL_FEATURES.arrow_schema
+TRL_FEATURES = {
+    **{name: feature for name, feature in HF_BYTES_FEATURES.items() if name != "images"},
+    # decode=True in the metadata: load_dataset("parquet") yields PIL images, as TRL's collator needs.
+    "images": list_of(image()),
+    "messages": list_of({"role": STRING, "content": list_of({"type": STRING, "text": STRING})}),
+    "text": STRING,
+    "prompt_tokens": INT64,
+    "image_tokens": INT64,
+    "total_tokens": INT64,  # prompt + images + response, as the model sees the sequence
+}
+TRL_SCHEMA = arrow_schema(TRL_FEATURES)

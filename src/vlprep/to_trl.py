@@ -11,7 +11,7 @@ from vlprep.records import RowRejected
 from vlprep.schema import TRL_SCHEMA
 from vlprep.sources import Unit, read_unit
 from vlprep.tokens import load_tokenizer
-from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, read_problem, reject_reserved_markers, render_chats
+from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, images_unchanged, read_problem, reject_reserved_markers, render_chats
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,16 @@ def convert_row(row: dict, chat: RenderedChat | None, config: TrlConfig, stats: 
     }
 
 
-def convert_batch(rows: list[dict], config: TrlConfig, where: str = "batch", first_row: int = 0) -> tuple[pa.Table, StageStats]:
-    """The pure batch function: hf_bytes rows in, output table and drop counts out."""
+def convert_batch(batch: pa.Table, config: TrlConfig, where: str = "batch", first_row: int = 0) -> tuple[pa.Table, StageStats]:
+    """The pure batch function: a batch of hf_bytes rows in, output table and drop counts out."""
+    rows = batch.to_pylist()
     chats = render_chats(rows, load_tokenizer(config.budget.tokenizer), with_response=True)
 
     def row_fn(row: dict, index: int, stats: StageStats) -> dict:
         return convert_row(row, chats[index - first_row], config, stats)
 
-    return map_rows(rows, row_fn, TRL_SCHEMA, where, first_row)
+    return map_rows(rows, row_fn, TRL_SCHEMA, where, first_row, source=batch, passthrough=images_unchanged(config.budget))
 
 
 def convert_unit(unit: Unit, config: TrlConfig) -> tuple[pa.Table, StageStats]:
-    return convert_batch(read_unit(unit).to_pylist(), config, unit.path, unit.first_row)
+    return convert_batch(read_unit(unit), config, unit.path, unit.first_row)

@@ -12,7 +12,7 @@ from vlprep.records import RowRejected
 from vlprep.schema import VERL_SCHEMA
 from vlprep.sources import Unit, read_unit
 from vlprep.tokens import load_tokenizer
-from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, read_problem, render_chats
+from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, images_unchanged, read_problem, render_chats
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,16 @@ def convert_row(row: dict, index: int, chat: RenderedChat | None, config: VerlCo
     }
 
 
-def convert_batch(rows: list[dict], config: VerlConfig, where: str = "batch", first_row: int = 0) -> tuple[pa.Table, StageStats]:
-    """The pure batch function: hf_bytes rows in, output table and drop counts out."""
+def convert_batch(batch: pa.Table, config: VerlConfig, where: str = "batch", first_row: int = 0) -> tuple[pa.Table, StageStats]:
+    """The pure batch function: a batch of hf_bytes rows in, output table and drop counts out."""
+    rows = batch.to_pylist()
     chats = render_chats(rows, load_tokenizer(config.budget.tokenizer), with_response=False)
 
     def row_fn(row: dict, index: int, stats: StageStats) -> dict:
         return convert_row(row, index, chats[index - first_row], config, stats)
 
-    return map_rows(rows, row_fn, VERL_SCHEMA, where, first_row)
+    return map_rows(rows, row_fn, VERL_SCHEMA, where, first_row, source=batch, passthrough=images_unchanged(config.budget))
 
 
 def convert_unit(unit: Unit, config: VerlConfig) -> tuple[pa.Table, StageStats]:
-    return convert_batch(read_unit(unit).to_pylist(), config, unit.path, unit.first_row)
+    return convert_batch(read_unit(unit), config, unit.path, unit.first_row)

@@ -55,5 +55,7 @@ def count_tokens(tokenizer, texts: list[str]) -> list[int]:
         return []
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        return [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)]
+        # encode_batch_fast (tokenizers >= 0.20) skips character offsets, which counting does not need.
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+        return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]

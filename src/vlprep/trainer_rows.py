@@ -2,6 +2,7 @@
 token budget, and the user turn. The stage-specific part is only the output row's shape."""
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from PIL import Image
 from vlprep.images import ImageRejected, probe
 from vlprep.metrics import StageStats
 from vlprep.prompts import IMAGE_MARKER, problem_text, response_text
+from vlprep.qwen_tokenizer import CHAT_TEMPLATE
 from vlprep.records import RowRejected
 from vlprep.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, count_tokens, image_tokens, smart_resize
 
@@ -81,6 +83,12 @@ def read_problem(row: dict, budget: BudgetConfig, stats: StageStats) -> Problem:
     return Problem(row, json.loads(row["options"]), images, tokens)
 
 
+def images_unchanged(budget: BudgetConfig) -> tuple[str, ...]:
+    """The `passthrough` of map_rows: read_problem hands each image on as it came, unless it resizes
+    some. (hf_bytes images always have path None, which read_problem sets too.)"""
+    return () if budget.resize_to_max_pixels else ("images",)
+
+
 def chat_messages(row: dict, with_response: bool) -> list[dict] | None:
     """The conversation a trainer renders for a row (TRL/Qwen conversational form: one image
     placeholder per image, then the text; the assistant's think/answer turn for SFT). None when the
@@ -107,9 +115,49 @@ class RenderedChat:
     text_tokens: int | None = None
 
 
+# Chat templates that copy each text part verbatim into their output and decide nothing from its
+# content (tests/test_qwen_tokenizer.py checks this against full rendering on arbitrary text). For these
+# a conversation shape (roles, part types) is rendered once with a placeholder and every row's text is
+# spliced in: rendering jinja per row cost more than all the rest of a verl row. Any other template is
+# rendered per conversation, as apply_chat_template always does.
+VERBATIM_TEMPLATES = {hashlib.sha256(CHAT_TEMPLATE.encode()).hexdigest()}  # Qwen2.5-VL's
+_SLOT = "\x00vlprep-text-slot\x00"
+
+
+class ChatRenderer:
+    """apply_chat_template(tokenize=False) with the tokenizer's own template, fast for verbatim templates."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        template = tokenizer.chat_template
+        self.verbatim = isinstance(template, str) and hashlib.sha256(template.encode()).hexdigest() in VERBATIM_TEMPLATES
+        self._shapes: dict[tuple, list[str]] = {}
+
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def __call__(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        if not self.verbatim or not all(isinstance(m["content"], list) for m in messages):
+            return self._render(messages, add_generation_prompt)
+        texts = [part["text"] for m in messages for part in m["content"] if part["type"] == "text"]
+        shape = (tuple((m["role"], tuple(part["type"] for part in m["content"])) for m in messages), add_generation_prompt)
+        pieces = self._shapes.get(shape)
+        if pieces is None:
+            slotted = [{**m, "content": [{**part, "text": _SLOT} if part["type"] == "text" else part for part in m["content"]]}
+                       for m in messages]
+            pieces = self._shapes[shape] = self._render(slotted, add_generation_prompt).split(_SLOT)
+            if len(pieces) != len(texts) + 1:
+                raise RuntimeError(f"chat template listed as verbatim did not place each text once: {shape}")
+        out = [pieces[0]]
+        for text, piece in zip(texts, pieces[1:]):
+            out += [text, piece]
+        return "".join(out)
+
+
 def render_chats(rows: list[dict], tokenizer, with_response: bool) -> list[RenderedChat | None]:
     """Render every row's chat with the tokenizer's own template, and count tokens for the whole batch
     in one call: the Rust tokenizer then works in parallel, instead of paying a call per row."""
+    render = ChatRenderer(tokenizer)
     rendered: list[RenderedChat | None] = []
     texts: list[str] = []
     for row in rows:
@@ -117,10 +165,10 @@ def render_chats(rows: list[dict], tokenizer, with_response: bool) -> list[Rende
         if messages is None:
             rendered.append(None)
             continue
-        texts.append(tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True))
+        texts.append(render(messages[:1], add_generation_prompt=True))
         chat = RenderedChat(messages, prompt_tokens=-1)
         if with_response:
-            chat.text = tokenizer.apply_chat_template(messages, tokenize=False)
+            chat.text = render(messages)
             texts.append(chat.text)
         rendered.append(chat)
     counts = iter(count_tokens(tokenizer, texts))

@@ -13,6 +13,8 @@ from typing import Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlprep.schema import arrow_schema
+
 
 class EmptyOutput(Exception):
     """Zero rows to publish: nothing is written at the final path."""
@@ -55,20 +57,16 @@ def atomic_path(final: Path) -> Iterator[Path]:
         _remove(tmp)
 
 
-def hf_features_metadata(features) -> dict[bytes, bytes]:
-    """The schema metadata `datasets` writes, so readers recover Image features from plain Arrow/parquet."""
-    return {b"huggingface": json.dumps({"info": {"features": features.to_dict()}}, sort_keys=True).encode()}
-
-
 def write_parquet(final: Path, schema: pa.Schema, tables: Iterable[pa.Table], row_group_size: int) -> int:
     """Stream tables into one parquet file; returns rows written."""
     rows = 0
     with atomic_path(final) as tmp:
-        # Image bytes are already compressed (JPEG/PNG): zstd on them costs time and saves nothing,
-        # so only the other columns are compressed.
-        compression = {c: "zstd" for c in _leaf_paths(schema) if not c.startswith("images.")}
-        compression.update({c: "none" for c in _leaf_paths(schema) if c.startswith("images.")})
-        with pq.ParquetWriter(tmp, schema, compression=compression, write_statistics=False) as writer:
+        # Image bytes are already compressed (JPEG/PNG): zstd or a dictionary (hashing every image until
+        # the dictionary overflows) on them costs time and saves nothing, so only other columns get them.
+        text_columns = [c for c in _leaf_paths(schema) if not c.startswith("images.")]
+        compression = {c: "zstd" if c in text_columns else "none" for c in _leaf_paths(schema)}
+        with pq.ParquetWriter(tmp, schema, compression=compression, use_dictionary=text_columns,
+                              write_statistics=False) as writer:
             for table in tables:
                 if table.num_rows:
                     writer.write_table(table.cast(schema), row_group_size=row_group_size)
@@ -92,10 +90,10 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
     return [p for f in schema for p in walk(f.name, f.type)]
 
 
-def write_hf_dataset(final: Path, features, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20) -> int:
+def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20) -> int:
     """Write the layout `datasets.Dataset.save_to_disk` produces (Arrow stream shards + dataset_info.json +
     state.json), streaming: only the current table is in memory. Returns rows written."""
-    schema = features.arrow_schema.with_metadata(hf_features_metadata(features))
+    schema = arrow_schema(features)
     rows = 0
     with atomic_path(final) as tmp:
         tmp.mkdir()
@@ -131,7 +129,7 @@ def write_hf_dataset(final: Path, features, tables: Iterable[pa.Table], shard_by
             with open(tmp / name, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 24), b""):
                     crc = zlib.crc32(chunk, crc)
-        info = {"citation": "", "description": "", "features": features.to_dict(), "homepage": "", "license": ""}
+        info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
         state = {
             "_data_files": [{"filename": n} for n in names],
             "_fingerprint": f"{crc:08x}{rows:08x}",
