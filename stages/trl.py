@@ -8,7 +8,7 @@ from vlprep.runner import run_stage
 from vlprep.schema import TRL_SCHEMA
 from vlprep.sources import plan_hf_bytes_units
 from vlprep.to_trl import TrlConfig, convert_unit
-from vlprep.trainer_rows import BudgetConfig
+from vlprep.trainer_rows import BudgetConfig, attach_images
 from vlprep.writers import write_parquet
 
 
@@ -28,6 +28,7 @@ def main() -> None:
         unit_fn=partial(convert_unit, config=config),
         write=lambda tables: write_parquet(Path("data/trl") / f"{split}.parquet", TRL_SCHEMA, tables, p["row_group_size"]),
         num_proc=p["num_proc"],
+        attach=partial(attach_images, schema=TRL_SCHEMA),
     )
 
 

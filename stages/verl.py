@@ -9,7 +9,7 @@ from vlprep.schema import VERL_SCHEMA
 from vlprep.shuffle import shuffled
 from vlprep.sources import hf_dataset_files, plan_hf_bytes_units
 from vlprep.to_verl import VerlConfig, convert_unit
-from vlprep.trainer_rows import BudgetConfig
+from vlprep.trainer_rows import BudgetConfig, attach_images
 from vlprep.writers import write_parquet
 
 
@@ -39,6 +39,7 @@ def main() -> None:
         unit_fn=partial(convert_unit, config=config),
         write=lambda tables: write_parquet(Path("data/verl") / f"{split}.parquet", VERL_SCHEMA, tables, p["row_group_size"]),
         num_proc=p["num_proc"],
+        attach=partial(attach_images, schema=VERL_SCHEMA),
         post=[shuffle_stage(p, split), limit_rows(p["max_rows"])] if p["shuffle"] else [limit_rows(p["max_rows"])],
     )
 

@@ -21,6 +21,7 @@ from vlprep.metrics import StageStats
 from vlprep.sources import Unit, open_parquet
 
 UnitFn = Callable[[Unit], "tuple[pa.Table, StageStats]"]
+AttachFn = Callable[[Unit, pa.Table], pa.Table]
 
 
 def _worker_init() -> None:
@@ -89,12 +90,24 @@ def _read_ahead(items: Iterator, depth: int) -> Iterator:
         thread.join()
 
 
-def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStats) -> Iterator[pa.Table]:
-    """Yield each unit's output table in order, merging its stats into `stats` as it arrives."""
+def as_is(unit: Unit, table: pa.Table) -> pa.Table:
+    return table
+
+
+def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStats,
+              attach: AttachFn = as_is) -> Iterator[pa.Table]:
+    """Yield each unit's output table in order, merging its stats into `stats` as it arrives.
+
+    `attach(unit, table)` completes what fn returned, in this process: fn may leave out columns that
+    pass through from the input unchanged (images), so workers never copy them back (map_rows)."""
     if num_proc <= 1 or len(units) <= 1:
         # Stats are merged here, in the consumer's thread: what consumes the tables (e.g. max_rows)
         # updates the same stats, and two threads must not both do `+=` on them.
-        for table, unit_stats in _read_ahead((fn(unit) for unit in units), depth=2):
+        def run_one(unit: Unit) -> tuple[pa.Table, StageStats]:
+            table, unit_stats = fn(unit)
+            return attach(unit, table), unit_stats
+
+        for table, unit_stats in _read_ahead(map(run_one, units), depth=2):
             stats.merge(unit_stats)
             yield table
         return
@@ -106,13 +119,15 @@ def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStat
         with ctx.Pool(num_proc, initializer=_worker_init) as pool:
             # One spill file per unit position: unique however units are named across files.
             todo = ((unit, os.path.join(spill_dir, f"{i:08d}.arrow")) for i, unit in enumerate(units))
-            pending: deque = deque(pool.apply_async(_run_and_spill, (fn, *job)) for job in itertools.islice(todo, 2 * num_proc))
+            pending: deque = deque((job[0], pool.apply_async(_run_and_spill, (fn, *job)))
+                                   for job in itertools.islice(todo, 2 * num_proc))
             while pending:
-                path, unit_stats = pending.popleft().get()
+                unit, result = pending.popleft()
+                path, unit_stats = result.get()
                 job = next(todo, None)
                 if job is not None:
-                    pending.append(pool.apply_async(_run_and_spill, (fn, *job)))
+                    pending.append((job[0], pool.apply_async(_run_and_spill, (fn, *job))))
                 stats.merge(unit_stats)
-                yield _load_spilled(path)
+                yield attach(unit, _load_spilled(path))
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)

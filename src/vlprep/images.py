@@ -85,7 +85,11 @@ def _jpeg_header(data: bytes) -> tuple[int, int] | None:
         if marker == 0xDA:  # scan data before any frame header
             return None
         if marker in _JPEG_SOF:
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
+            length, _, height, width, components = struct.unpack(">HBHHB", data[pos + 2 : pos + 10])
+            # A frame header is exactly 8 bytes + 3 per component; any other length is damage Pillow
+            # may refuse (found by hypothesis), so it decides.
+            if length != 8 + 3 * components or pos + 2 + length > len(data):
+                return None
             return (width, height) if width and height else None
         pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
     return None

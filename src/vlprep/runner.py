@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
-from vlprep.executor import run_units
+from vlprep.executor import AttachFn, as_is, run_units
 from vlprep.metrics import StageStats, histogram_rows, write_json
 from vlprep.sources import InputError, Unit
 from vlprep.writers import EmptyOutput
@@ -22,18 +22,19 @@ def run_stage(
     write: Callable[[Iterable[pa.Table]], int],
     num_proc: int,
     post: list[Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]] = (),
+    attach: AttachFn = as_is,
 ) -> StageStats:
     """Run one stage for one split; exit with a clear message on structural errors or empty output.
     Metrics go to metrics/<stage>/<split>.json and plot data to plots/<stage>/<split>/, as dvc.yaml declares.
 
-    `post` transforms the ordered stream of output tables in turn (e.g. shuffle, then max_rows), counting
+    `attach` completes each unit's table in this process (see executor.run_units). `post` transforms the ordered stream of output tables in turn (e.g. shuffle, then max_rows), counting
     what they remove in the stats they are given."""
     name = f"{stage}[{split}]"
     metrics_path = Path("metrics") / stage / f"{split}.json"
     plots_dir = Path("plots") / stage / split
     stats = StageStats()
     try:
-        tables = run_units(unit_fn, plan(), num_proc, stats)
+        tables = run_units(unit_fn, plan(), num_proc, stats, attach)
         for transform in post:
             tables = transform(tables, stats)
         write(tables)

@@ -48,16 +48,21 @@ def convert_row(row: dict, chat: RenderedChat | None, config: TrlConfig, stats: 
     }
 
 
-def convert_batch(batch: pa.Table, config: TrlConfig, where: str = "batch", first_row: int = 0) -> tuple[pa.Table, StageStats]:
-    """The pure batch function: a batch of hf_bytes rows in, output table and drop counts out."""
+def convert_batch(batch: pa.Table, config: TrlConfig, where: str = "batch", first_row: int = 0,
+                  complete: bool = True) -> tuple[pa.Table, StageStats]:
+    """The pure batch function: a batch of hf_bytes rows in, output table and drop counts out.
+    complete=False leaves the images out (a partial batch, see map_rows) for trainer_rows.attach_images."""
     rows = batch.to_pylist()
     chats = render_chats(rows, load_tokenizer(config.budget.tokenizer), with_response=True)
 
     def row_fn(row: dict, index: int, stats: StageStats) -> dict:
         return convert_row(row, chats[index - first_row], config, stats)
 
-    return map_rows(rows, row_fn, TRL_SCHEMA, where, first_row, source=batch, passthrough=images_unchanged(config.budget))
+    return map_rows(rows, row_fn, TRL_SCHEMA, where, first_row, source=batch if complete else None,
+                    passthrough=images_unchanged(config.budget))
 
 
 def convert_unit(unit: Unit, config: TrlConfig) -> tuple[pa.Table, StageStats]:
-    return convert_batch(read_unit(unit), config, unit.path, unit.first_row)
+    """The executor's unit function: a partial batch, so that with num_proc > 1 a worker hands back
+    only the small columns and the image bytes go from the input file to the writer in one copy."""
+    return convert_batch(read_unit(unit), config, unit.path, unit.first_row, complete=False)

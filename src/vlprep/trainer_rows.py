@@ -7,13 +7,16 @@ import io
 import json
 from dataclasses import dataclass
 
+import pyarrow as pa
 from PIL import Image
 
+from vlprep.batches import SOURCE_ROW, attach
 from vlprep.images import ImageRejected, probe
 from vlprep.metrics import StageStats
 from vlprep.prompts import IMAGE_MARKER, problem_text, response_text
 from vlprep.qwen_tokenizer import CHAT_TEMPLATE
 from vlprep.records import RowRejected
+from vlprep.sources import Unit, read_unit
 from vlprep.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, count_tokens, image_tokens, smart_resize
 
 
@@ -87,6 +90,13 @@ def images_unchanged(budget: BudgetConfig) -> tuple[str, ...]:
     """The `passthrough` of map_rows: read_problem hands each image on as it came, unless it resizes
     some. (hf_bytes images always have path None, which read_problem sets too.)"""
     return () if budget.resize_to_max_pixels else ("images",)
+
+
+def attach_images(unit: Unit, table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Complete a partial verl/trl batch (their convert_unit's) with its images, read from the unit."""
+    if SOURCE_ROW not in table.column_names:
+        return table  # complete already: images were resized, so built in the batch
+    return attach(table, read_unit(unit, ["images"]), schema)
 
 
 def chat_messages(row: dict, with_response: bool) -> list[dict] | None:
