@@ -9,6 +9,7 @@ from vlprep.schema import VERL_SCHEMA
 from vlprep.shuffle import shuffled
 from vlprep.sources import hf_dataset_files, plan_hf_bytes_units
 from vlprep.to_verl import VerlConfig, convert_unit
+from vlprep.tokens import load_tokenizer
 from vlprep.trainer_rows import BudgetConfig, attach_images
 from vlprep.writers import write_parquet
 
@@ -32,6 +33,8 @@ def main() -> None:
         budget=BudgetConfig.from_params(p),
         max_prompt_tokens=p["max_prompt_tokens"],
     )
+    # Loaded before the workers fork, so each inherits it instead of loading its own (~0.6 s each).
+    load_tokenizer(config.budget.tokenizer)
     run_stage(
         "verl",
         split,

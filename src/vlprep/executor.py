@@ -99,35 +99,47 @@ def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStat
     """Yield each unit's output table in order, merging its stats into `stats` as it arrives.
 
     `attach(unit, table)` completes what fn returned, in this process: fn may leave out columns that
-    pass through from the input unchanged (images), so workers never copy them back (map_rows)."""
+    pass through from the input unchanged (images), so workers never copy them back (map_rows).
+    Results are produced in a read-ahead thread, so this thread only consumes (writes) them."""
     if num_proc <= 1 or len(units) <= 1:
-        # Stats are merged here, in the consumer's thread: what consumes the tables (e.g. max_rows)
-        # updates the same stats, and two threads must not both do `+=` on them.
         def run_one(unit: Unit) -> tuple[pa.Table, StageStats]:
             table, unit_stats = fn(unit)
             return attach(unit, table), unit_stats
 
-        for table, unit_stats in _read_ahead(map(run_one, units), depth=2):
-            stats.merge(unit_stats)
-            yield table
+        yield from _merged(_read_ahead(map(run_one, units), depth=2), stats)
         return
     # fork: workers start at once with everything imported (spawn re-imports datasets/transformers,
     # ~2 s per worker). Arrow re-creates its thread pools in a forked child, so pyarrow is fork-safe.
+    # The pool is made here, before the read-ahead thread exists: forking a process that has other
+    # threads (possibly inside a lock) is what makes fork unsafe.
     ctx = multiprocessing.get_context("fork")
     spill_dir = tempfile.mkdtemp(prefix="vlprep-spill-")
     try:
         with ctx.Pool(num_proc, initializer=_worker_init) as pool:
-            # One spill file per unit position: unique however units are named across files.
-            todo = ((unit, os.path.join(spill_dir, f"{i:08d}.arrow")) for i, unit in enumerate(units))
-            pending: deque = deque((job[0], pool.apply_async(_run_and_spill, (fn, *job)))
-                                   for job in itertools.islice(todo, 2 * num_proc))
-            while pending:
-                unit, result = pending.popleft()
-                path, unit_stats = result.get()
-                job = next(todo, None)
-                if job is not None:
-                    pending.append((job[0], pool.apply_async(_run_and_spill, (fn, *job))))
-                stats.merge(unit_stats)
-                yield attach(unit, _load_spilled(path))
+            yield from _merged(_read_ahead(_pooled(pool, fn, units, num_proc, spill_dir, attach), depth=2), stats)
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def _pooled(pool, fn: UnitFn, units: Sequence[Unit], num_proc: int, spill_dir: str,
+            attach: AttachFn) -> Iterator[tuple[pa.Table, StageStats]]:
+    """Units run in the pool, at most 2*num_proc in flight; results in unit order."""
+    # One spill file per unit position: unique however units are named across files.
+    todo = ((unit, os.path.join(spill_dir, f"{i:08d}.arrow")) for i, unit in enumerate(units))
+    pending: deque = deque((job[0], pool.apply_async(_run_and_spill, (fn, *job)))
+                           for job in itertools.islice(todo, 2 * num_proc))
+    while pending:
+        unit, result = pending.popleft()
+        path, unit_stats = result.get()
+        job = next(todo, None)
+        if job is not None:
+            pending.append((job[0], pool.apply_async(_run_and_spill, (fn, *job))))
+        yield attach(unit, _load_spilled(path)), unit_stats
+
+
+def _merged(results: Iterator[tuple[pa.Table, StageStats]], stats: StageStats) -> Iterator[pa.Table]:
+    # Stats are merged here, in the consumer's thread: what consumes the tables (e.g. max_rows)
+    # updates the same stats, and two threads must not both do `+=` on them.
+    for table, unit_stats in results:
+        stats.merge(unit_stats)
+        yield table
