@@ -2,6 +2,7 @@
 token budget, and the user turn. The stage-specific part is only the output row's shape."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -164,10 +165,15 @@ class ChatRenderer:
         return "".join(out)
 
 
+@functools.lru_cache(maxsize=4)
+def _chat_renderer(tokenizer) -> ChatRenderer:
+    return ChatRenderer(tokenizer)  # one per tokenizer, so its shapes are rendered once per process
+
+
 def render_chats(rows: list[dict], tokenizer, with_response: bool) -> list[RenderedChat | None]:
     """Render every row's chat with the tokenizer's own template, and count tokens for the whole batch
     in one call: the Rust tokenizer then works in parallel, instead of paying a call per row."""
-    render = ChatRenderer(tokenizer)
+    render = _chat_renderer(tokenizer)
     rendered: list[RenderedChat | None] = []
     texts: list[str] = []
     for row in rows:
