@@ -7,6 +7,7 @@
 For each N it generates raw data once (reused while the generator config is unchanged), then runs the
 real stage scripts as child processes in a scratch project under benchmarks/work/, each inside a fresh
 wrapper process, so the wrapper's RUSAGE_CHILDREN peak RSS belongs to that one measurement alone.
+"verl_resize" is verl re-encoding images to a training cap: the CPU-bound case, where num_proc shows.
 "floor" is what any stage must at least do: a plain pyarrow read of the raw files plus a zstd parquet
 write (and fsync, as the stages' atomic writers do) of the same bytes. Results go to benchmarks/results.json,
 merged with earlier results of the same data and code. The code measured is a snapshot of src/ and stages/
@@ -37,8 +38,9 @@ WORK = REPO / "benchmarks" / "work"
 STAGES = ["floor", "hf_bytes", "verl", "trl", "verl_resize"]
 # verl with images re-encoded to a typical training cap (256*28*28 pixels, ~2/3 of these images are
 # above it): decode, resize and encode make it the CPU-bound stage, where num_proc shows. ~10 ms an
-# image here, so it is measured at the smallest N only, once.
+# image here, so it is measured once, at N <= VARIANT_MAX_ROWS only.
 VARIANTS = {"verl_resize": ("verl", {"resize_to_max_pixels": True, "max_pixels": 256 * 28 * 28})}
+VARIANT_MAX_ROWS = 10_000
 # Output each stage writes in the scratch project (deleted after measuring, to keep disk use bounded).
 OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train.parquet",
            "verl_resize": "data/verl/train.parquet",
@@ -179,7 +181,7 @@ def set_stage_params(proj: Path, stage: str, overrides: dict) -> None:
     """The stage's params as make_project wrote them, with `overrides` (a variant's) on top."""
     params = yaml.safe_load((proj / "params.yaml").read_text())
     repo_params = yaml.safe_load((REPO / "params.yaml").read_text())[stage]
-    for key in {k for _, changes in VARIANTS.values() for k in changes}:  # undo any earlier variant
+    for key in {k for _, changes in VARIANTS.values() for k in changes} & set(repo_params):  # undo earlier variants
         params[stage][key] = repo_params[key]
     params[stage].update(overrides)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -224,7 +226,7 @@ def main() -> None:
             for stage in [s for s in STAGES if s in args.stages]:
                 if stage == "floor" and num_proc != args.num_proc[0]:
                     continue  # the floor is single-process: measured once per N, listed as num_proc 1
-                if stage in VARIANTS and n != min(args.rows):
+                if stage in VARIANTS and n > VARIANT_MAX_ROWS:
                     continue
                 if stage in ("verl", "trl", *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
                     measure([sys.executable, str(code / "stages" / "hf_bytes.py"), "train"], proj, code)  # their input
