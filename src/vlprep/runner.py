@@ -27,8 +27,9 @@ def run_stage(
     """Run one stage for one split; exit with a clear message on structural errors or empty output.
     Metrics go to metrics/<stage>/<split>.json and plot data to plots/<stage>/<split>/, as dvc.yaml declares.
 
-    `attach` completes each unit's table in this process (see executor.run_units). `post` transforms the ordered stream of output tables in turn (e.g. shuffle, then max_rows), counting
-    what they remove in the stats they are given."""
+    `attach` completes each unit's table in this process (see executor.run_units). `post` transforms
+    the ordered stream of output tables in turn (e.g. shuffle, then max_rows), counting what they remove
+    in the stats they are given."""
     name = f"{stage}[{split}]"
     metrics_path = Path("metrics") / stage / f"{split}.json"
     plots_dir = Path("plots") / stage / split
