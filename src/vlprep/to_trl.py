@@ -1,17 +1,15 @@
-"""Stage core: hf_bytes rows -> TRL SFT rows (SPEC §4). `convert_unit` is the pure batch function."""
+"""Stage core: hf_bytes rows -> TRL SFT rows (SPEC §4). `convert_batch` is the pure batch function."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from vlprep.batches import map_rows
 from vlprep.metrics import StageStats
 from vlprep.records import RowRejected
 from vlprep.schema import TRL_SCHEMA
 from vlprep.sources import Unit, read_unit
-from vlprep.tokens import load_tokenizer
-from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, images_unchanged, read_problem, reject_reserved_markers, render_chats
+from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, convert_chat_batch, read_problem, reject_reserved_markers
 
 
 @dataclass(frozen=True)
@@ -52,14 +50,10 @@ def convert_batch(batch: pa.Table, config: TrlConfig, where: str = "batch", firs
                   complete: bool = True) -> tuple[pa.Table, StageStats]:
     """The pure batch function: a batch of hf_bytes rows in, output table and drop counts out.
     complete=False leaves the images out (a partial batch, see map_rows) for trainer_rows.attach_images."""
-    rows = batch.to_pylist()
-    chats = render_chats(rows, load_tokenizer(config.budget.tokenizer), with_response=True)
+    def row_fn(row: dict, index: int, chat: RenderedChat | None, stats: StageStats) -> dict:
+        return convert_row(row, chat, config, stats)
 
-    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-        return convert_row(row, chats[index - first_row], config, stats)
-
-    return map_rows(rows, row_fn, TRL_SCHEMA, where, first_row, source=batch if complete else None,
-                    passthrough=images_unchanged(config.budget))
+    return convert_chat_batch(batch, config.budget, True, row_fn, TRL_SCHEMA, where, first_row, complete)
 
 
 def convert_unit(unit: Unit, config: TrlConfig) -> tuple[pa.Table, StageStats]:

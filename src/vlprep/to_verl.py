@@ -1,18 +1,16 @@
-"""Stage core: hf_bytes rows -> verl RL rows (SPEC §3). `convert_unit` is the pure batch function."""
+"""Stage core: hf_bytes rows -> verl RL rows (SPEC §3). `convert_batch` is the pure batch function."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from vlprep.batches import map_rows
 from vlprep.metrics import StageStats
 from vlprep.prompts import verl_prompt_content
 from vlprep.records import RowRejected
 from vlprep.schema import VERL_SCHEMA
 from vlprep.sources import Unit, read_unit
-from vlprep.tokens import load_tokenizer
-from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, images_unchanged, read_problem, render_chats
+from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, convert_chat_batch, read_problem
 
 
 @dataclass(frozen=True)
@@ -65,14 +63,10 @@ def convert_batch(batch: pa.Table, config: VerlConfig, where: str = "batch", fir
                   complete: bool = True) -> tuple[pa.Table, StageStats]:
     """The pure batch function: a batch of hf_bytes rows in, output table and drop counts out.
     complete=False leaves the images out (a partial batch, see map_rows) for trainer_rows.attach_images."""
-    rows = batch.to_pylist()
-    chats = render_chats(rows, load_tokenizer(config.budget.tokenizer), with_response=False)
+    def row_fn(row: dict, index: int, chat: RenderedChat | None, stats: StageStats) -> dict:
+        return convert_row(row, index, chat, config, stats)
 
-    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-        return convert_row(row, index, chats[index - first_row], config, stats)
-
-    return map_rows(rows, row_fn, VERL_SCHEMA, where, first_row, source=batch if complete else None,
-                    passthrough=images_unchanged(config.budget))
+    return convert_chat_batch(batch, config.budget, False, row_fn, VERL_SCHEMA, where, first_row, complete)
 
 
 def convert_unit(unit: Unit, config: VerlConfig) -> tuple[pa.Table, StageStats]:

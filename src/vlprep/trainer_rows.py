@@ -7,18 +7,19 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from typing import Callable
 
 import pyarrow as pa
 from PIL import Image
 
-from vlprep.batches import SOURCE_ROW, attach
+from vlprep.batches import SOURCE_ROW, attach, map_rows
 from vlprep.images import ImageRejected, probe
 from vlprep.metrics import StageStats
 from vlprep.prompts import IMAGE_MARKER, problem_text, response_text
 from vlprep.qwen_tokenizer import CHAT_TEMPLATE
 from vlprep.records import RowRejected
 from vlprep.sources import Unit, read_unit
-from vlprep.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, count_tokens, image_tokens, smart_resize
+from vlprep.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, count_tokens, image_tokens, load_tokenizer, smart_resize
 
 
 @dataclass(frozen=True)
@@ -199,3 +200,21 @@ def render_chats(rows: list[dict], tokenizer, with_response: bool) -> list[Rende
 def check_budget(tokens: int, limit: int | None, reason: str) -> None:
     if limit is not None and tokens > limit:
         raise RowRejected(reason)
+
+
+ChatRowFn = Callable[[dict, int, "RenderedChat | None", StageStats], dict]
+
+
+def convert_chat_batch(batch: pa.Table, budget: BudgetConfig, with_response: bool, row_fn: ChatRowFn,
+                       schema: pa.Schema, where: str, first_row: int, complete: bool) -> tuple[pa.Table, StageStats]:
+    """What the verl and trl batch functions share: render and count every row's chat in one go, apply
+    the stage's row function (row, index, chat, stats), and pass the images through as they came;
+    complete=False leaves them out (a partial batch, see map_rows) for attach_images."""
+    rows = batch.to_pylist()
+    chats = render_chats(rows, load_tokenizer(budget.tokenizer), with_response)
+
+    def with_chat(row: dict, index: int, stats: StageStats) -> dict:
+        return row_fn(row, index, chats[index - first_row], stats)
+
+    return map_rows(rows, with_chat, schema, where, first_row, source=batch if complete else None,
+                    passthrough=images_unchanged(budget))

@@ -63,8 +63,9 @@ def write_parquet(final: Path, schema: pa.Schema, tables: Iterable[pa.Table], ro
     with atomic_path(final) as tmp:
         # Image bytes are already compressed (JPEG/PNG): zstd or a dictionary (hashing every image until
         # the dictionary overflows) on them costs time and saves nothing, so only other columns get them.
-        text_columns = [c for c in _leaf_paths(schema) if not c.startswith("images.")]
-        compression = {c: "zstd" if c in text_columns else "none" for c in _leaf_paths(schema)}
+        leaves = _leaf_paths(schema)
+        text_columns = [c for c in leaves if not c.startswith("images.")]
+        compression = {c: "zstd" if c in text_columns else "none" for c in leaves}
         with pq.ParquetWriter(tmp, schema, compression=compression, use_dictionary=text_columns,
                               write_statistics=False) as writer:
             for table in tables:
