@@ -9,8 +9,9 @@ real stage scripts as child processes in a scratch project under benchmarks/work
 wrapper process, so the wrapper's RUSAGE_CHILDREN peak RSS belongs to that one measurement alone.
 "verl_resize" is verl re-encoding images to a training cap: the CPU-bound case, where num_proc shows.
 "floor" is what any stage must at least do: a plain pyarrow read of the raw files plus a zstd parquet
-write (and fsync, as the stages' atomic writers do) of the same bytes. Results go to benchmarks/results.json,
-merged with earlier results of the same data and code. The code measured is a snapshot of src/ and stages/
+write (and fsync, as the stages' atomic writers do) of the same bytes. "tokenizer_load" is the start-up
+verl and trl pay whatever N (loading the tokenizer as they do), so their per-row part can be compared
+with the floor. Results go to benchmarks/results.json, merged with earlier results of the same data and code. The code measured is a snapshot of src/ and stages/
 (work tree or --code commit) taken at start, so edits made during a run do not mix into its numbers.
 """
 from __future__ import annotations
@@ -35,7 +36,12 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / "work"
-STAGES = ["floor", "hf_bytes", "verl", "trl", "verl_resize"]
+STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize"]
+# What verl and trl pay before their first row, whatever N: a fresh interpreter importing vlprep.tokens and
+# loading the tokenizer as the stages do (AutoTokenizer: transformers import + Qwen2.5-VL's 151k-token BPE).
+# Measured once per N like the floor, so the report can show the per-row part of each stage on its own.
+TOKENIZER_LOAD = "import sys; from vlprep.tokens import load_tokenizer; load_tokenizer(sys.argv[1])"
+SINGLE_PROCESS = ("floor", "tokenizer_load")
 # verl with images re-encoded to a typical training cap (256*28*28 pixels, ~2/3 of these images are
 # above it): decode, resize and encode make it the CPU-bound stage, where num_proc shows. ~10 ms an
 # image here, so it is measured once, at N <= VARIANT_MAX_ROWS only.
@@ -44,7 +50,7 @@ VARIANT_MAX_ROWS = 10_000
 # Output each stage writes in the scratch project (deleted after measuring, to keep disk use bounded).
 OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train.parquet",
            "verl_resize": "data/verl/train.parquet",
-           "trl": "data/trl/train.parquet"}
+           "trl": "data/trl/train.parquet", "tokenizer_load": None}
 
 
 def sample_config(rows: int, pool: int):
@@ -224,19 +230,21 @@ def main() -> None:
         for num_proc in args.num_proc:
             proj = make_project(raw, tokenizer, num_proc)
             for stage in [s for s in STAGES if s in args.stages]:
-                if stage == "floor" and num_proc != args.num_proc[0]:
-                    continue  # the floor is single-process: measured once per N, listed as num_proc 1
+                if stage in SINGLE_PROCESS and num_proc != args.num_proc[0]:
+                    continue  # single-process: measured once per N, listed as num_proc 1
                 if stage in VARIANTS and n > VARIANT_MAX_ROWS:
                     continue
                 if stage in ("verl", "trl", *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
                     measure([sys.executable, str(code / "stages" / "hf_bytes.py"), "train"], proj, code)  # their input
                 if stage == "floor":
                     cmd = [sys.executable, __file__, "--floor", str(raw / "train"), OUTPUTS["floor"]]
+                elif stage == "tokenizer_load":
+                    cmd = [sys.executable, "-c", TOKENIZER_LOAD, str(tokenizer)]
                 else:
                     script, overrides = VARIANTS.get(stage, (stage, {}))
                     set_stage_params(proj, script, overrides)
                     cmd = [sys.executable, str(code / "stages" / f"{script}.py"), "train"]
-                out = proj / OUTPUTS[stage]
+                out = proj / (OUTPUTS[stage] or "no-output")
                 # Wall time varies by up to ~1.6x between identical runs here (other work on the machine,
                 # write-back of the output): --repeat keeps the run with the median wall time, lists all.
                 ms = []
@@ -249,11 +257,11 @@ def main() -> None:
                 metrics = proj / "metrics" / VARIANTS.get(stage, (stage,))[0] / "train.json"
                 rows_out = json.loads(metrics.read_text())["rows_out"] if metrics.is_file() else n
                 m["when"], m["code"] = time.strftime("%Y-%m-%d %H:%M"), f"{code_id} {args.code or 'work tree'}"
-                runs.append({"rows": n, "num_proc": 1 if stage == "floor" else num_proc, "stage": stage, **m,
+                runs.append({"rows": n, "num_proc": 1 if stage in SINGLE_PROCESS else num_proc, "stage": stage, **m,
                              "rows_per_s": round(n / m["wall_s"], 1), "mb_per_s": round(in_bytes / 1e6 / m["wall_s"], 1),
-                             "in_mb": round(in_bytes / 1e6, 1), "out_mb": round(du(out) / 1e6, 1), "rows_out": rows_out})
+                             "in_mb": round(in_bytes / 1e6, 1), "out_mb": round(du(out) / 1e6, 1) if out.exists() else 0, "rows_out": rows_out})
                 print(f"{n:>7} np={num_proc} {stage:9} {m['wall_s']:8.2f} s", file=sys.stderr)
-                if stage != "hf_bytes":  # hf_bytes is the input of verl/trl
+                if stage != "hf_bytes" and out.exists():  # hf_bytes is the input of verl/trl
                     shutil.rmtree(out) if out.is_dir() else out.unlink()
             shutil.rmtree(proj)
     # Keep earlier results for what this invocation did not measure, so a quick run and a 100k run add
@@ -289,8 +297,12 @@ def report(runs: list[dict], raws: dict, out: Path, other_code: list[dict]) -> N
     ns = sorted({n for n, _, _ in get})
     print("\n-- stage time / floor time (same N)")
     for (n, p, s), r in get.items():
-        if s != "floor" and (n, 1, "floor") in get:
+        if s not in SINGLE_PROCESS and (n, 1, "floor") in get:
             line(f"{s} N={n} np={p}", r["wall_s"] / get[(n, 1, "floor")]["wall_s"])
+    print("\n-- (stage time - tokenizer_load) / floor time: the part that grows with the data, for the stages that load it")
+    for (n, p, s), r in get.items():
+        if s in ("verl", "trl") and (n, 1, "floor") in get and (n, 1, "tokenizer_load") in get:
+            line(f"{s} N={n} np={p}", (r["wall_s"] - get[(n, 1, "tokenizer_load")]["wall_s"]) / get[(n, 1, "floor")]["wall_s"])
     print("\n-- num_proc=2: wall speedup over num_proc=1, and CPU seconds used relative to num_proc=1")
     for (n, p, s), r in get.items():
         if p == 1 and (n, 2, s) in get:
