@@ -33,8 +33,12 @@ def committed_repo(scratch_repo):
         ({"verl.max_pixels": 200704}, {"verl@train", "verl@test"}),
         ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
           "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train"}),
+        # A fix to the image header parser: hf_bytes then writes the same bytes, yet verl/trl must rerun
+        # too, since they parse the headers themselves (for the image-token budget).
+        ({"edit": "src/vlprep/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
     ],
-    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "trl_test_split", "pixel_limit", "tokenizer_stage"],
+    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "trl_test_split", "pixel_limit", "tokenizer_stage",
+         "image_code"],
 )
 def test_a_change_reruns_exactly_its_stages(scratch_repo, change, expected):
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
@@ -42,6 +46,9 @@ def test_a_change_reruns_exactly_its_stages(scratch_repo, change, expected):
         # another tokenizer (a local copy, as a user's own download would be)
         shutil.copytree(scratch_repo / "data/tokenizer/qwen2_5_vl", scratch_repo / "my_tokenizer")
         change = {"trl.tokenizer": "my_tokenizer"}
+    if "edit" in change:
+        with open(scratch_repo / change.pop("edit"), "a") as f:
+            f.write("# edited\n")
     set_params(scratch_repo, **change)
     assert repro_ran(scratch_repo) == expected
     assert repro_ran(scratch_repo) == set()  # and then nothing is left to do
