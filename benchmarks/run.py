@@ -11,8 +11,9 @@ wrapper process, so the wrapper's RUSAGE_CHILDREN peak RSS belongs to that one m
 "floor" is what any stage must at least do: a plain pyarrow read of the raw files plus a zstd parquet
 write (and fsync, as the stages' atomic writers do) of the same bytes. "tokenizer_load" is the start-up
 verl and trl pay whatever N (loading the tokenizer as they do), so their per-row part can be compared
-with the floor. Results go to benchmarks/results.json, merged with earlier results of the same data and code. The code measured is a snapshot of src/ and stages/
-(work tree or --code commit) taken at start, so edits made during a run do not mix into its numbers.
+with the floor. Results go to benchmarks/results.json, merged with earlier results of the same data and
+code. The code measured is a snapshot of src/ and stages/ (work tree or --code commit) taken at start, so
+edits made during a run do not mix into its numbers.
 """
 from __future__ import annotations
 
