@@ -33,7 +33,8 @@ def main() -> None:
         budget=BudgetConfig.from_params(p),
         max_prompt_tokens=p["max_prompt_tokens"],
     )
-    # Loaded before the workers fork, so each inherits it instead of loading its own (~0.6 s each).
+    # Loaded before the workers fork, so each inherits it instead of importing transformers and loading
+    # its own (~1.7 s each: the benchmark's tokenizer_load).
     load_tokenizer(config.budget.tokenizer)
     run_stage(
         "verl",
