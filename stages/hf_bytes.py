@@ -1,29 +1,25 @@
-"""Stage `hf_bytes`: raw parquet of one split -> data/hf_bytes/<split> (datasets.load_from_disk layout)."""
+"""Stage `hf_bytes`: the raw input of one split -> a datasets.load_from_disk directory.
+usage: hf_bytes.py SPLIT OUT_DIR (the input spec is params.yaml inputs.SPLIT)"""
 import argparse
 from functools import partial
 from pathlib import Path
 
-from vlprep.params import load_params
+from vlprep.params import load_input, load_section
+from vlprep.failures import stage_main
 from vlprep.runner import run_stage
 from vlprep.schema import HF_BYTES_FEATURES, RAW_REQUIRED
 from vlprep.sources import plan_units, resolve_inputs
-from vlprep.to_hf_bytes import DuplicateIndexCounter, HfBytesConfig, convert_unit
+from vlprep.to_hf_bytes import DuplicateIndexCounter, convert_unit
 from vlprep.writers import write_hf_dataset
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("split")
-    split = ap.parse_args().split
-    params = load_params()
-    p = params["hf_bytes"]
-    config = HfBytesConfig(
-        keep_first_k_images=p["keep_first_k_images"],
-        strict_image=p["strict_image"],
-        bad_image=p["bad_image"],
-        max_image_pixels=p["max_image_pixels"],
-        image_root=p["image_root"],
-    )
+    ap.add_argument("output", type=Path)
+    args = ap.parse_args()
+    p = load_section("hf_bytes")
+    spec = load_input(args.split)
     duplicates = DuplicateIndexCounter()
 
     def count_duplicates(tables, stats):
@@ -34,14 +30,14 @@ def main() -> None:
 
     run_stage(
         "hf_bytes",
-        split,
-        plan=lambda: plan_units(resolve_inputs(params["inputs"][split]), RAW_REQUIRED),
-        unit_fn=partial(convert_unit, config=config),
-        write=lambda tables: write_hf_dataset(Path("data/hf_bytes") / split, HF_BYTES_FEATURES, tables),
-        num_proc=p["num_proc"],
+        args.split,
+        plan=lambda: plan_units(resolve_inputs(spec), RAW_REQUIRED),
+        unit_fn=partial(convert_unit, config=p),
+        write=lambda tables: write_hf_dataset(args.output, HF_BYTES_FEATURES, tables),
+        num_proc=p.num_proc,
         post=[count_duplicates],
     )
 
 
 if __name__ == "__main__":
-    main()
+    stage_main(main)

@@ -81,6 +81,16 @@ def set_params(repo: Path, **dotted) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def stage_argv(stage: str, split: str) -> list[str]:
+    """The command dvc.yaml runs for stage@split (the stage script by its path in this repo), so tests
+    that run a stage directly run it as DVC does."""
+    import yaml
+
+    body = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    cmd = body.get("do", body)["cmd"].replace("${key}", split).replace("${item}", split).split()
+    return [cmd[0], str(REPO / cmd[1]), *cmd[2:]]
+
+
 def md5_tree(root: Path) -> dict[str, str]:
     import hashlib
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from builders import jpeg, noisy, png, png_declaring, row, write_raw
-from conftest import REPO, run
+from conftest import REPO, run, stage_argv
 
 KEPT = "kept"
 LONG = "x" * 100_000
@@ -94,7 +94,7 @@ def adversarial(repro_repo, tmp_path_factory):
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = tokenizer
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in STAGES:
-        run(["python", str(REPO / f"stages/{stage}.py"), "train"], work)
+        run(stage_argv(stage, "train"), work)
     return work
 
 

@@ -4,12 +4,11 @@ import pytest
 
 from vlprep.batches import attach, map_rows
 from vlprep.executor import run_units
-from vlprep.metrics import StageStats
-from vlprep.records import RowRejected
-from vlprep.sources import Unit
+from vlprep.metrics import Rejected, StageStats
+from vlprep.sources import RowGroup
 
 
-def numbered(unit: Unit):
+def numbered(unit: RowGroup):
     stats = StageStats(rows_in=3, rows_out=3)
     return pa.table({"unit": [unit.row_group] * 3}), stats
 
@@ -17,21 +16,21 @@ def numbered(unit: Unit):
 @pytest.mark.parametrize("num_proc", [1, 2, 3])
 @pytest.mark.parametrize("n_units", [0, 1, 2, 5, 13])
 def test_all_units_in_order(num_proc, n_units):
-    units = [Unit("f", i, 3 * i) for i in range(n_units)]
+    units = [RowGroup("f", i, 3 * i) for i in range(n_units)]
     stats = StageStats()
     out = [v for t in run_units(numbered, units, num_proc, stats) for v in t.column("unit").to_pylist()]
     assert out == [i for i in range(n_units) for _ in range(3)]
     assert stats.rows_in == stats.rows_out == 3 * n_units
 
 
-def by_file(unit: Unit):
+def by_file(unit: RowGroup):
     return pa.table({"f": [unit.path] * 50_000}), StageStats(rows_in=50_000, rows_out=50_000)
 
 
 @pytest.mark.parametrize("num_proc", [2, 3])
 def test_units_with_equal_names_in_different_files_are_kept_apart(num_proc):
     # row_group/first_row restart in every file: the executor must not confuse such units
-    units = [Unit(f"f{i}", 0, 0) for i in range(9)]
+    units = [RowGroup(f"f{i}", 0, 0) for i in range(9)]
     out = [t.column("f")[0].as_py() for t in run_units(by_file, units, num_proc, StageStats())]
     assert out == [u.path for u in units]
 
@@ -39,7 +38,7 @@ def test_units_with_equal_names_in_different_files_are_kept_apart(num_proc):
 SCHEMA = pa.schema([("n", pa.int64()), ("blob", pa.binary())])
 
 
-def source_of(unit: Unit) -> pa.Table:
+def source_of(unit: RowGroup) -> pa.Table:
     return pa.table({"n": list(range(unit.first_row, unit.first_row + 6)),
                      "blob": [b"x" * i * (unit.row_group + 1) for i in range(6)]})
 
@@ -50,11 +49,11 @@ def dropped(n: int) -> bool:
 
 def some_rows(row, index, stats):
     if dropped(row["n"]):
-        raise RowRejected("dropped")
+        raise Rejected("question_missing")
     return {"n": row["n"], "blob": b"never used: blob passes through"}
 
 
-def partial_unit(unit: Unit):
+def partial_unit(unit: RowGroup):
     source = source_of(unit)
     return map_rows(source.to_pylist(), some_rows, SCHEMA, unit.path, unit.first_row, passthrough=("blob",))
 
@@ -63,7 +62,7 @@ def partial_unit(unit: Unit):
 def test_partial_batches_are_completed_from_their_source(num_proc):
     """What workers hand back without the pass-through column, attach completes in the parent to
     exactly what the complete batch function gives, whichever rows were dropped."""
-    units = [Unit("f", i, 6 * i) for i in range(4)]
+    units = [RowGroup("f", i, 6 * i) for i in range(4)]
     completed = list(run_units(partial_unit, units, num_proc, StageStats(),
                                attach=lambda unit, table: attach(table, source_of(unit), SCHEMA)))
     for unit, table in zip(units, completed):

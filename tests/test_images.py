@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 
 from builders import jpeg, noisy, png, png_declaring
-from vlprep.images import ImageRejected, normalize_image, probe
+from vlprep.metrics import Rejected
+from vlprep.images import normalize_image, probe
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_absolute_path_inside_root_is_allowed(root):
 
 @pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "imgs/../../outside.png"])
 def test_paths_outside_root_are_refused(path, root):
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_image(path, root)
     assert e.value.reason == "image_path_outside_root"
 
@@ -58,13 +59,13 @@ def test_symlink_escaping_root_is_refused(root, tmp_path_factory):
     secret = tmp_path_factory.mktemp("secret") / "s.png"
     secret.write_bytes(png())
     os.symlink(secret, root / "imgs" / "link.png")
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_image("imgs/link.png", root)
     assert e.value.reason == "image_path_outside_root"
 
 
 def test_missing_file_is_named_not_silently_skipped(root):
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_image("imgs/nope.png", root)
     assert e.value.reason == "image_file_missing"
 
@@ -93,17 +94,17 @@ def test_cmyk_falls_back_to_jpeg(root):
     ],
 )
 def test_unusable_values_have_named_reasons(value, reason, root):
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_image(value, root)
     assert e.value.reason == reason
 
 
 def test_truncated_jpeg_and_png_are_caught_without_decoding(root):
     j, p = noisy("JPEG"), noisy("PNG")
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         probe(j[: len(j) // 2])
     assert e.value.reason == "image_truncated"
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         probe(p[: len(p) - 20])
     assert e.value.reason == "image_corrupt"
 
@@ -111,10 +112,10 @@ def test_truncated_jpeg_and_png_are_caught_without_decoding(root):
 def test_decompression_bomb_is_refused_from_the_header(root):
     bomb = png_declaring(100_000, 100_000)
     assert len(bomb) < 200
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_image(bomb, root, max_pixels=89_478_485)
     assert e.value.reason == "image_too_large"
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_image(png(100, 100), root, max_pixels=100 * 99)
     assert e.value.reason == "image_too_large"
 
@@ -123,6 +124,6 @@ def test_jpeg_with_a_reserved_marker_is_judged_by_pillow(root):
     # found by hypothesis: a segment marker byte flipped to 0x02, which Pillow cannot read
     data = bytearray(jpeg(1, 1))
     data[21] = 0x02
-    with pytest.raises(ImageRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_image(bytes(data), root)
     assert e.value.reason == "image_corrupt"

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vlprep.images import ImageRejected, normalize_image
+from vlprep.metrics import Rejected
+from vlprep.images import normalize_image
 from vlprep.prompts import INSTRUCTION, IMAGE_MARKER, ordered_options, problem_text, verl_prompt_content
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -20,7 +21,7 @@ def test_any_value_is_an_image_or_a_named_rejection(tmp_path_factory, value):
     root = tmp_path_factory.getbasetemp()
     try:
         info = normalize_image(value, root)
-    except ImageRejected as e:
+    except Rejected as e:
         assert e.reason.startswith("image_")
     else:
         assert info.width > 0 and info.height > 0 and info.data
@@ -77,7 +78,7 @@ def test_fast_header_parsers_never_accept_what_pillow_reads_differently(fmt, wid
     data = bytes(data[: len(data) - cut])
     try:
         info = probe(data)
-    except ImageRejected:
+    except Rejected:
         return
     with Image.open(io.BytesIO(data)) as im:
         assert (im.format, im.size) == (info.format, (info.width, info.height))

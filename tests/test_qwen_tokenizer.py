@@ -22,7 +22,7 @@ from transformers import AutoTokenizer
 
 import vlprep
 from vlprep.qwen_tokenizer import ADDED_TOKENS, build_qwen2_5_vl_tokenizer
-from vlprep.trainer_rows import ChatRenderer
+from vlprep.chat import ChatRenderer
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,8 @@ from collections import Counter
 
 import pytest
 
-from vlprep.records import RowRejected, normalize_options, normalize_text_fields
+from vlprep.metrics import Rejected
+from vlprep.records import normalize_options, normalize_text_fields
 from builders import row
 
 
@@ -37,14 +38,14 @@ def test_options_keep_original_order_and_unicode():
     ],
 )
 def test_bad_options(options, reason):
-    with pytest.raises(RowRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_text_fields(row(options=options), Counter())
     assert e.value.reason == reason
 
 
 @pytest.mark.parametrize("label,reason", [("Z", "answer_label_not_in_options"), (1, "answer_label_not_in_options"), (None, "answer_label_missing"), ("  ", "answer_label_missing")])
 def test_bad_labels(label, reason):
-    with pytest.raises(RowRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_text_fields(row(answer_label=label), Counter())
     assert e.value.reason == reason
 
@@ -62,7 +63,7 @@ def test_answer_text_filled_or_mismatch_counted():
 
 
 def test_blank_question_dropped_and_blank_reasoning_nulled():
-    with pytest.raises(RowRejected) as e:
+    with pytest.raises(Rejected) as e:
         normalize_text_fields(row(question="  "), Counter())
     assert e.value.reason == "question_missing"
     assert normalize_text_fields(row(reasoning="   "), Counter())["reasoning"] is None

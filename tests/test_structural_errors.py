@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from builders import row, write_raw
-from conftest import REPO, run
+from conftest import REPO, run, stage_argv
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def workdir(tmp_path):
 
 
 def hf_bytes(workdir, check=False):
-    return run(["python", str(REPO / "stages/hf_bytes.py"), "train"], workdir, check=check)
+    return run(stage_argv("hf_bytes", "train"), workdir, check=check)
 
 
 def test_empty_input_directory(workdir):

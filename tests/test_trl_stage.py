@@ -8,10 +8,11 @@ import pytest
 from PIL import Image
 
 from builders import png
+from conftest import REPO
 from vlprep.schema import HF_BYTES_SCHEMA
-from vlprep.to_trl import TrlConfig, convert_batch
+from vlprep.params import load_section
+from vlprep.to_trl import TRL
 from vlprep.tokens import load_tokenizer
-from vlprep.trainer_rows import BudgetConfig
 
 GOLDEN = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -29,7 +30,8 @@ GOLDEN = (
 
 @pytest.fixture(scope="module")
 def config(repro_repo):
-    return TrlConfig(BudgetConfig(str(repro_repo / "data/tokenizer/qwen2_5_vl")))
+    trl = load_section("trl", REPO / "params.yaml")
+    return trl.model_copy(update={"tokenizer": str(repro_repo / "data/tokenizer/qwen2_5_vl")})
 
 
 def hf_row(**overrides):
@@ -50,7 +52,7 @@ def hf_row(**overrides):
 
 
 def convert_one(row, config):
-    table, stats = convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), config)
+    table, stats = TRL.convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), config, "train")
     return (table.to_pylist() or [None])[0], stats
 
 
@@ -59,7 +61,7 @@ def test_golden_text_and_token_budget(config):
     assert out["text"] == GOLDEN
     assert [p["type"] for p in out["messages"][0]["content"]] == ["image", "image", "text"]
     assert out["image_tokens"] == 4 + 8  # (56/28)^2 and (56/28)*(112/28)
-    tok = load_tokenizer(config.budget.tokenizer)
+    tok = load_tokenizer(config.tokenizer)
     # as the model sees it: each of the 2 <|image_pad|> (id 151655) expanded to its image's tokens
     ids = tok(GOLDEN, add_special_tokens=False)["input_ids"]
     assert ids.count(151655) == 2
@@ -77,10 +79,10 @@ def test_blank_reasoning_is_dropped_with_a_reason(config):
 
 
 def test_budget_drops_long_rows(config):
-    tight = TrlConfig(config.budget, max_total_tokens=50)
+    tight = config.model_copy(update={"max_total_tokens": 50})
     out, stats = convert_one(hf_row(), tight)
     assert out is None and stats.dropped == {"over_max_total_tokens": 1}
-    out, stats = convert_one(hf_row(), TrlConfig(config.budget, max_total_tokens=out_total(config)))
+    out, stats = convert_one(hf_row(), config.model_copy(update={"max_total_tokens": out_total(config)}))
     assert out is not None  # the limit is inclusive
 
 

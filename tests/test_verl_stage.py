@@ -48,17 +48,19 @@ def test_resize_to_max_pixels_reencodes_only_large_images(repro_repo):
     from PIL import Image
 
     from builders import jpeg, png
-    from vlprep.to_verl import VerlConfig, convert_batch
+    from conftest import REPO
+    from vlprep.params import load_section
+    from vlprep.to_verl import VERL
     from vlprep.tokens import image_tokens, smart_resize
-    from vlprep.trainer_rows import BudgetConfig
 
     small, large = png(60, 40), jpeg(400, 300)
     row = {"images": [{"bytes": small, "path": None}, {"bytes": large, "path": None}], "question": "q",
            "options": '{"A": "a", "B": "b"}', "answer_label": "A", "answer": "a", "reasoning": None,
            "dataset_name": "d", "dataset_index": 1, "hash": None, "misc": None}
     max_pixels = 100 * 28 * 28  # 78,400: the 400x300 image is above, the 60x40 one below
-    budget = BudgetConfig(str(repro_repo / "data/tokenizer/qwen2_5_vl"), max_pixels=max_pixels, resize_to_max_pixels=True)
-    table, stats = convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), VerlConfig("train", "src", "medical_mcqa", budget))
+    params = load_section("verl", REPO / "params.yaml").model_copy(update={
+        "tokenizer": str(repro_repo / "data/tokenizer/qwen2_5_vl"), "max_pixels": max_pixels, "resize_to_max_pixels": True})
+    table, stats = VERL.convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), params, "train")
     out = table.to_pylist()[0]
     assert out["images"][0]["bytes"] == small  # untouched
     with Image.open(io.BytesIO(out["images"][1]["bytes"])) as im:

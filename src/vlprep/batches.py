@@ -5,8 +5,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from vlprep.metrics import StageStats
-from vlprep.records import RowRejected
+from vlprep.metrics import Rejected, RowRef, StageStats
 
 RowFn = Callable[[dict, int, StageStats], dict]
 
@@ -20,8 +19,8 @@ def map_rows(rows: list[dict], row_fn: RowFn, schema: pa.Schema, where: str, fir
     """Apply row_fn(row, row_index, stats) to every row of a batch; a pure function of its inputs,
     so the executor can run it in any process (or Ray's map_batches) with the same result.
 
-    row_fn raises RowRejected to drop a row; any other exception is a bug or an input nobody imagined,
-    and stops the stage naming the file and row.
+    row_fn raises Rejected to drop a row (recorded with `where` and the row's position as its source);
+    any other exception is a bug or an input nobody imagined, and stops the stage naming the file and row.
 
     Columns named in `passthrough` are not built from row_fn's dicts (the caller promises row_fn leaves
     them as they came) but taken from `source`, the batch `rows` came from, as Arrow buffers: image
@@ -35,8 +34,8 @@ def map_rows(rows: list[dict], row_fn: RowFn, schema: pa.Schema, where: str, fir
             out.append(row_fn(row, first_row + i, stats))
             kept.append(i)
             stats.rows_out += 1
-        except RowRejected as e:
-            stats.drop(e.reason)
+        except Rejected as e:
+            stats.drop(e, RowRef.of(where, first_row + i, row))
         except Exception as e:
             raise RuntimeError(f"{where} row {first_row + i}: {type(e).__name__}: {e}") from e
     if not passthrough:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from vlprep.metrics import Rejected
+
 # Pillow's own bomb threshold (~89.5 MP); the param max_image_pixels overrides it per stage.
 DEFAULT_MAX_PIXELS = 89_478_485
 
@@ -31,14 +33,6 @@ class ImageInfo:
     width: int
     height: int
     format: str
-
-
-class ImageRejected(Exception):
-    """Carries a drop reason such as 'image_corrupt'; never escapes the stage uncounted."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -113,7 +107,7 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     PNG and JPEG (nearly all real data) are read by the small header parsers above, ~20x faster than
     Pillow's open(); anything they do not accept outright goes to Pillow, which has the last word."""
     if not data:
-        raise ImageRejected("image_empty")
+        raise Rejected("image_empty")
     size = None
     if data.startswith(_PNG_SIGNATURE):
         fmt, size = "PNG", _png_header(data)
@@ -123,16 +117,16 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
         if size is None:
             fmt, *size = _pillow_header(data)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageRejected("image_too_large", str(e)) from None
+        raise Rejected("image_too_large", str(e)) from None
     except Exception as e:  # Pillow raises many types for bad bytes: all mean "not a usable image"
-        raise ImageRejected("image_corrupt", f"{type(e).__name__}: {e}") from None
+        raise Rejected("image_corrupt", f"{type(e).__name__}: {e}") from None
     width, height = size
     if width <= 0 or height <= 0:
-        raise ImageRejected("image_corrupt", f"size {width}x{height}")
+        raise Rejected("image_corrupt", f"size {width}x{height}")
     if width * height > max_pixels:
-        raise ImageRejected("image_too_large", f"{width}x{height}")
+        raise Rejected("image_too_large", f"{width}x{height}")
     if fmt == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
-        raise ImageRejected("image_truncated", "JPEG without end-of-image marker")
+        raise Rejected("image_truncated", "JPEG without end-of-image marker")
     return ImageInfo(data, width, height, fmt)
 
 
@@ -159,19 +153,19 @@ def read_image_file(path_str: str, root: Path | None) -> bytes:
     """Read an image path, only from under `root`: a dataset must not be able to pull /etc/passwd or a
     symlinked secret into training data. Relative paths are taken relative to root."""
     if root is None:
-        raise ImageRejected("image_path_not_allowed", path_str)
+        raise Rejected("image_path_not_allowed", path_str)
     root = Path(os.path.realpath(root))
     candidate = Path(path_str)
     candidate = candidate if candidate.is_absolute() else root / candidate
     try:
         real = Path(os.path.realpath(candidate))  # resolves symlinks and '..'
         if not _within(real, root):
-            raise ImageRejected("image_path_outside_root", path_str)
+            raise Rejected("image_path_outside_root", path_str)
         if not real.is_file():
-            raise ImageRejected("image_file_missing", path_str)
+            raise Rejected("image_file_missing", path_str)
         return real.read_bytes()
     except (OSError, ValueError) as e:  # unreadable, a name too long, a NUL byte in the string
-        raise ImageRejected("image_file_unreadable", f"{path_str[:200]}: {e}") from None
+        raise Rejected("image_file_unreadable", f"{path_str[:200]}: {e}") from None
 
 
 def _looks_like_path(s: str, root: Path | None) -> bool:
@@ -206,13 +200,13 @@ def _decode_text(text: str, root: Path | None) -> bytes:
 def to_bytes(value, root: Path | None) -> bytes:
     """Bring one raw image value to encoded bytes (not yet validated)."""
     if value is None:
-        raise ImageRejected("image_null")
+        raise Rejected("image_null")
     if isinstance(value, dict):
         if value.get("bytes") is not None:
             return to_bytes(value["bytes"], root)
         if value.get("path"):
             return read_image_file(str(value["path"]), root)
-        raise ImageRejected("image_null")
+        raise Rejected("image_null")
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
@@ -223,15 +217,27 @@ def to_bytes(value, root: Path | None) -> bytes:
         try:
             return bytes(value)
         except (TypeError, ValueError):
-            raise ImageRejected("image_unreadable", "list is not bytes 0..255") from None
+            raise Rejected("image_unreadable", "list is not bytes 0..255") from None
     if hasattr(value, "__array_interface__"):  # numpy array of pixels
         try:
             return encode_decoded(Image.fromarray(value))
         except (TypeError, ValueError) as e:
-            raise ImageRejected("image_unreadable", str(e)) from None
-    raise ImageRejected("image_unreadable", f"unsupported type {type(value).__name__}")
+            raise Rejected("image_unreadable", str(e)) from None
+    raise Rejected("image_unreadable", f"unsupported type {type(value).__name__}")
 
 
 def normalize_image(value, root: Path | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
-    """One raw image -> validated encoded bytes with size and format; raises ImageRejected."""
+    """One raw image -> validated encoded bytes with size and format; raises Rejected."""
     return probe(to_bytes(value, root), max_pixels)
+
+
+def resize_image(data: bytes, fmt: str, size: tuple[int, int]) -> bytes:
+    """Re-encode to `size` (width, height) in the image's own format family (JPEG stays JPEG)."""
+    with Image.open(io.BytesIO(data)) as im:
+        out = im.resize(size, Image.Resampling.BICUBIC)
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        out.convert("RGB").save(buf, format="JPEG", quality=95)
+    else:
+        out.save(buf, format="PNG")
+    return buf.getvalue()

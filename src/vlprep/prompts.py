@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from vlprep.metrics import Rejected
+
 INSTRUCTION = (
     "You will solve a problem/request. You should provide your thoughts within <think> </think> tags "
     "before providing the answer.\nWrite your final answer within <answer> </answer> tags."
@@ -34,3 +36,18 @@ def verl_prompt_content(n_images: int, question: str, options) -> str:
 
 def response_text(reasoning: str, answer_label: str) -> str:
     return f"<think> {reasoning.strip()} </think>\n<answer> {answer_label} </answer>"
+
+
+# Text a trainer would read as structure: verl splits prompts on <image>, and Qwen's tokenizer turns
+# these strings into special tokens, so one inside a question would misalign images or fake a turn.
+RESERVED_MARKERS = (
+    IMAGE_MARKER, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>",
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>",
+)
+
+
+def reject_reserved_markers(*texts: str) -> None:
+    for text in texts:
+        for marker in RESERVED_MARKERS:
+            if marker in text:
+                raise Rejected("reserved_marker_in_text", f"{marker} in {text[:200]!r}")

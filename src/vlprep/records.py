@@ -1,13 +1,9 @@
-"""Text fields of one raw row -> clean values, or a named drop reason (SPEC §1-2)."""
+"""Text fields of one raw row -> clean values, or a named drop reason (docs/formats.md: raw, hf_bytes)."""
 from __future__ import annotations
 
 import json
 
-
-class RowRejected(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+from vlprep.metrics import Rejected
 
 
 def _text(value) -> str | None:
@@ -22,30 +18,30 @@ def normalize_options(value) -> dict[str, str]:
     Null values are removed: when pyarrow infers a struct from dicts with different keys, absent keys
     come back as null, and the reference printed them as 'E. None' option lines."""
     if value is None:
-        raise RowRejected("options_missing")
+        raise Rejected("options_missing")
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else {}
         except json.JSONDecodeError as e:
-            raise RowRejected("options_malformed_json", str(e)) from None
+            raise Rejected("options_malformed_json", str(e)) from None
     if isinstance(value, list) and all(isinstance(p, (list, tuple)) and len(p) == 2 for p in value):
         value = dict(value)  # a parquet map<string,string> arrives as a list of (key, value) pairs
     if not isinstance(value, dict):
-        raise RowRejected("options_not_mapping", type(value).__name__)
+        raise Rejected("options_not_mapping", type(value).__name__)
     options = {str(k).strip(): _text(v) for k, v in value.items() if v is not None}
     if not options:
-        raise RowRejected("options_empty")
+        raise Rejected("options_empty")
     return options
 
 
 def normalize_label(value, options: dict[str, str]) -> str:
     label = _text(value)
     if label is None or not label.strip():
-        raise RowRejected("answer_label_missing")
+        raise Rejected("answer_label_missing")
     label = label.strip()
     if label not in options:
         # e.g. 1 instead of "A", or "F" with options A-E: guessing a mapping could train on wrong answers.
-        raise RowRejected("answer_label_not_in_options", f"{label!r} not in {list(options)}")
+        raise Rejected("answer_label_not_in_options", f"{label!r} not in {list(options)}")
     return label
 
 
@@ -59,7 +55,7 @@ def normalize_text_fields(row: dict, warnings) -> dict:
     """Everything but images. `warnings` is a Counter for kept-but-suspicious rows."""
     question = _text(row.get("question"))
     if question is None or not question.strip():
-        raise RowRejected("question_missing")
+        raise Rejected("question_missing")
     options = normalize_options(row.get("options"))
     label = normalize_label(row.get("answer_label"), options)
     answer = _text(row.get("answer"))
@@ -76,7 +72,7 @@ def normalize_text_fields(row: dict, warnings) -> dict:
     try:
         dataset_index = None if dataset_index is None else int(dataset_index)
     except (TypeError, ValueError):
-        raise RowRejected("dataset_index_not_integer", repr(dataset_index)) from None
+        raise Rejected("dataset_index_not_integer", repr(dataset_index)) from None
     return {
         "question": question,
         "options": json.dumps(options, ensure_ascii=False),

@@ -1,5 +1,6 @@
 """What every stage script does around its batch function: plan units, run them, publish the output
-atomically, and write metrics and plot data. Stage scripts only parse params and pick the pieces."""
+atomically, and write metrics, plot data and the rejects file. Stage scripts only parse params and
+pick the pieces."""
 from __future__ import annotations
 
 import sys
@@ -9,9 +10,18 @@ from typing import Callable, Iterable, Iterator
 import pyarrow as pa
 
 from vlprep.executor import AttachFn, as_is, run_units
-from vlprep.metrics import StageStats, histogram_rows, write_json
-from vlprep.sources import InputError, Unit
-from vlprep.writers import EmptyOutput
+from vlprep.metrics import Rejected, RowRef, StageStats, histogram_rows, write_json
+from vlprep.schema import REJECTS_SCHEMA
+from vlprep.failures import InputError
+from vlprep.sources import Unit
+from vlprep.writers import EmptyOutput, parquet_sink
+
+# A transform of the ordered stream of output tables (shuffle, max_rows), counting what it removes.
+Post = Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]
+
+
+def rejects_path(stage: str, split: str) -> Path:
+    return Path("data/rejects") / stage / f"{split}.parquet"
 
 
 def run_stage(
@@ -21,30 +31,43 @@ def run_stage(
     unit_fn: Callable[[Unit], "tuple[pa.Table, StageStats]"],
     write: Callable[[Iterable[pa.Table]], int],
     num_proc: int,
-    post: list[Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]] = (),
+    post: list[Post] = (),
     attach: AttachFn = as_is,
 ) -> StageStats:
     """Run one stage for one split; exit with a clear message on structural errors or empty output.
-    Metrics go to metrics/<stage>/<split>.json and plot data to plots/<stage>/<split>/, as dvc.yaml declares.
+    Metrics go to metrics/<stage>/<split>.json, plot data to plots/<stage>/<split>/ and dropped rows to
+    data/rejects/<stage>/<split>.parquet, as dvc.yaml declares.
 
     `attach` completes each unit's table in this process (see executor.run_units). `post` transforms
-    the ordered stream of output tables in turn (e.g. shuffle, then max_rows), counting what they remove
-    in the stats they are given."""
+    the ordered stream of output tables in turn."""
     name = f"{stage}[{split}]"
     metrics_path = Path("metrics") / stage / f"{split}.json"
     plots_dir = Path("plots") / stage / split
     stats = StageStats()
+    empty = False
     try:
-        tables = run_units(unit_fn, plan(), num_proc, stats, attach)
-        for transform in post:
-            tables = transform(tables, stats)
-        write(tables)
+        with parquet_sink(rejects_path(stage, split), REJECTS_SCHEMA) as write_rejects:
+            def flushing(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
+                # Rejects leave memory as each table passes: bounded by a unit, like the tables.
+                for table in tables:
+                    _flush(stats, stage, split, write_rejects)
+                    yield table
+                _flush(stats, stage, split, write_rejects)
+
+            tables = flushing(run_units(unit_fn, plan(), num_proc, stats, attach))
+            for transform in post:
+                tables = flushing(transform(tables, stats))
+            try:
+                write(tables)
+            except EmptyOutput:
+                empty = True  # the rejects file is still published: it says why nothing was kept
     except InputError as e:
         sys.exit(f"{name}: {e}")
-    except EmptyOutput:
+    if empty:
         # An empty training set is never what the user wanted: fail, and say what was dropped.
         write_json(metrics_path, stats.as_dict())
-        sys.exit(f"{name}: zero rows kept of {stats.rows_in}; dropped: {dict(stats.dropped)}")
+        sys.exit(f"{name}: zero rows kept of {stats.rows_in}; dropped: {dict(stats.dropped)}; "
+                 f"see {rejects_path(stage, split)}")
     stats.check_balance()
     write_json(metrics_path, stats.as_dict())
     for series, hist in sorted(stats.series.items()):
@@ -53,18 +76,27 @@ def run_stage(
     return stats
 
 
-def limit_rows(max_rows: int | None) -> Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]:
-    """Keep the first max_rows rows; the rest are counted as dropped 'beyond_max_rows'."""
+def _flush(stats: StageStats, stage: str, split: str, write_rejects) -> None:
+    records = stats.take_rejects()
+    if records:
+        write_rejects(pa.Table.from_pylist([{"stage": stage, "split": split, **r} for r in records], schema=REJECTS_SCHEMA))
+
+
+def limit_rows(max_rows: int | None, refs: Callable[[pa.Table], list[RowRef]]) -> Post:
+    """Keep the first max_rows rows; the rest are dropped as 'beyond_max_rows'. refs(table) names a
+    table's rows for the rejects file."""
 
     def post(tables: Iterator[pa.Table], stats: StageStats) -> Iterator[pa.Table]:
         kept = 0
         for table in tables:
             room = table.num_rows if max_rows is None else max(0, max_rows - kept)
             if table.num_rows > room:
-                stats.dropped["beyond_max_rows"] += table.num_rows - room
+                for ref in refs(table.slice(room)):
+                    stats.drop(Rejected("beyond_max_rows", f"max_rows={max_rows}"), ref)
                 stats.rows_out -= table.num_rows - room
                 table = table.slice(0, room)
             kept += table.num_rows
             yield table
 
     return post
+

@@ -1,4 +1,4 @@
-"""A deterministic, offline raw sample in the raw format (SPEC §1), so `dvc repro` works on a fresh clone.
+"""A deterministic, offline raw sample in the raw format (docs/formats.md, raw), so `dvc repro` works on a fresh clone.
 
 Each shard stores images and options in a different physical form (every form the real data arrives
 in), and a few rows are bad on purpose, so the drop accounting of every stage has something to show."""
@@ -31,12 +31,13 @@ BAD_KINDS = ["no_image", "corrupt_bytes", "unknown_label", "truncated_jpeg", "ma
 
 @dataclass(frozen=True)
 class SampleConfig:
+    # From params.yaml `raw` (no defaults here, so the two cannot disagree).
     rows: int
-    shards: int = 4
-    seed: int = 0
-    max_images_per_row: int = 8
-    min_image_size: int = 32
-    max_image_size: int = 160
+    shards: int
+    seed: int
+    max_images_per_row: int
+    min_image_size: int
+    max_image_size: int
     bad_every: int = 11  # one row in this many is bad
     # Options for large benchmark data (benchmarks/run.py); the defaults leave the sample unchanged.
     bad_rows: bool = True  # False: no deliberately bad rows

@@ -104,3 +104,19 @@ TRL_FEATURES = {
     "total_tokens": INT64,  # prompt + images + response, as the model sees the sequence
 }
 TRL_SCHEMA = arrow_schema(TRL_FEATURES)
+
+# Rejects: one row per dropped row, per stage and split (data/rejects/<stage>/<split>.parquet), so a
+# user can find and fix the rows. `source` and `row` locate it: the raw file and the row within it
+# (hf_bytes), or the hf_bytes split directory and the row's position in it (verl, trl).
+REJECTS_SCHEMA = pa.schema(
+    [
+        ("stage", pa.string()),
+        ("split", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("dataset_name", pa.string()),
+        ("dataset_index", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)

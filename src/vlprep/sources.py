@@ -11,9 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-
-class InputError(Exception):
-    """A structural problem with the inputs (no files, unreadable file, missing column): stops the stage."""
+from vlprep.failures import InputError
 
 
 def resolve_inputs(spec: str, base: Path = Path(".")) -> list[Path]:
@@ -50,14 +48,33 @@ def resolve_inputs(spec: str, base: Path = Path(".")) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class Unit:
-    """One row group of a parquet file, or one record batch of an Arrow stream file (hf_bytes shards):
-    the unit of work a process handles, so memory is bounded by one such group."""
+class RowGroup:
+    """One row group of a raw parquet file: the unit of work hf_bytes hands a process, so memory is
+    bounded by one row group."""
 
     path: str
     row_group: int
-    first_row: int  # index of the group's first row within its file/dataset: error messages, stable ids
-    offset: int = -1  # Arrow stream files: byte offset of the record batch message
+    first_row: int  # the group's first row within its file: rejects and error messages name file + row
+
+    @property
+    def source(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class ArrowBatch:
+    """One record batch of an Arrow stream shard of a saved dataset (hf_bytes): what verl/trl read."""
+
+    path: str  # the shard file
+    offset: int  # byte offset of the record batch message in it
+    first_row: int  # the batch's first row within the whole dataset (all shards): a row's stable id
+
+    @property
+    def source(self) -> str:
+        return str(Path(self.path).parent)  # the dataset directory, in which first_row counts
+
+
+Unit = RowGroup | ArrowBatch
 
 
 @functools.lru_cache(maxsize=8)
@@ -70,7 +87,7 @@ def open_parquet(path: Path | str) -> pq.ParquetFile:
         raise InputError(f"{path}: not a readable parquet file ({e})") from e
 
 
-def plan_units(files: list[Path], required: tuple[str, ...]) -> list[Unit]:
+def plan_units(files: list[Path], required: tuple[str, ...]) -> list[RowGroup]:
     """Check every file's schema up front (so a bad shard fails before any work) and list its row groups."""
     units = []
     for path in files:
@@ -80,12 +97,12 @@ def plan_units(files: list[Path], required: tuple[str, ...]) -> list[Unit]:
             raise InputError(f"{path}: missing required column(s) {missing}; has {pf.schema_arrow.names}")
         first = 0
         for i in range(pf.metadata.num_row_groups):
-            units.append(Unit(str(path), i, first))
+            units.append(RowGroup(str(path), i, first))
             first += pf.metadata.row_group(i).num_rows
     return units
 
 
-def plan_arrow_units(files: list[Path]) -> list[Unit]:
+def plan_arrow_units(files: list[Path]) -> list[ArrowBatch]:
     """Record batches of Arrow stream files (the save_to_disk layout) with their byte offsets.
 
     The stream format has no index; scanning message headers through a memory map touches only
@@ -103,7 +120,7 @@ def plan_arrow_units(files: list[Path]) -> list[Unit]:
                     break
                 if msg.type == "record batch":
                     rows = pa.ipc.read_record_batch(msg, schema).num_rows
-                    units.append(Unit(str(path), len(units), first, pos))
+                    units.append(ArrowBatch(str(path), pos, first))
                     first += rows
     return units
 
@@ -121,13 +138,8 @@ def hf_dataset_files(dataset_dir: Path) -> list[Path]:
     return [Path(dataset_dir) / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
 
 
-def plan_hf_bytes_units(split: str, root: Path = Path("data/hf_bytes")) -> list[Unit]:
-    """Work units of an hf_bytes split: what the verl and trl stages read."""
-    return plan_arrow_units(hf_dataset_files(root / split))
-
-
 def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
-    if unit.offset >= 0:
+    if isinstance(unit, ArrowBatch):
         # Memory-mapped, one map per unit: the batch's buffers are the page cache's pages, not a copy,
         # and image bytes that pass through reach the writer without ever being copied. The pages stay
         # mapped only while the table lives, so resident memory stays one unit's worth.

@@ -1,30 +1,22 @@
-"""Stage core: raw rows -> hf_bytes rows (SPEC §2). `convert_unit` is the pure batch function."""
+"""Stage core: raw rows -> hf_bytes rows (docs/formats.md, hf_bytes). `convert_row` is the whole output
+row; `convert_unit` the pure function the executor runs per raw row group."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
-from vlprep.images import DEFAULT_MAX_PIXELS, ImageRejected, normalize_image
 from vlprep.batches import map_rows
-from vlprep.metrics import StageStats
-from vlprep.records import RowRejected, normalize_text_fields
+from vlprep.images import normalize_image
+from vlprep.metrics import Rejected, StageStats
+from vlprep.params import HfBytesParams
+from vlprep.records import normalize_text_fields
 from vlprep.schema import HF_BYTES_SCHEMA, RAW_COLUMNS
-from vlprep.sources import Unit, read_unit
+from vlprep.sources import RowGroup, read_unit
 
 
-@dataclass(frozen=True)
-class HfBytesConfig:
-    keep_first_k_images: int | None = 6  # 0/None = all
-    strict_image: bool = True  # drop rows left with no image
-    bad_image: str = "drop_row"  # or "drop_image": remove only the bad image from its row
-    max_image_pixels: int = DEFAULT_MAX_PIXELS
-    image_root: str | None = None  # where path images may be read from; None = the input file's directory
-
-
-def convert_row(row: dict, config: HfBytesConfig, root: Path | None, stats: StageStats) -> dict:
-    """One raw row -> one hf_bytes row; raises RowRejected with the drop reason."""
+def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: StageStats) -> dict:
+    """One raw row -> one hf_bytes row; raises Rejected with the drop reason."""
     clean = normalize_text_fields(row, stats.counts)
     raw_images = row.get("images")
     if raw_images is None:
@@ -41,20 +33,19 @@ def convert_row(row: dict, config: HfBytesConfig, root: Path | None, stats: Stag
     for value in raw_images:
         try:
             images.append(normalize_image(value, root, config.max_image_pixels))
-        except ImageRejected as e:
+        except Rejected as e:
             if config.bad_image == "drop_row":
-                # A question about "the second image" is unanswerable without it.
-                raise RowRejected(e.reason) from None
+                raise  # a question about "the second image" is unanswerable without it
             stats.counts[f"images_dropped_{e.reason}"] += 1
     if not images and config.strict_image:
-        raise RowRejected("no_image" if not raw_images else "no_valid_image")
+        raise Rejected("no_image" if not raw_images else "no_valid_image")
     stats.counts["images_out"] += len(images)
     stats.counts["bytes_out"] += sum(len(i.data) for i in images)
     stats.observe("images_per_row", len(images))
     return {"images": [{"bytes": i.data, "path": None} for i in images], **clean}
 
 
-def convert_unit(unit: Unit, config: HfBytesConfig) -> tuple[pa.Table, StageStats]:
+def convert_unit(unit: RowGroup, config: HfBytesParams) -> tuple[pa.Table, StageStats]:
     """One raw row group -> hf_bytes rows: the unit the executor schedules (and Ray could map)."""
     root = Path(config.image_root) if config.image_root else Path(unit.path).parent
 

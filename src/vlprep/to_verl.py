@@ -1,37 +1,27 @@
-"""Stage core: hf_bytes rows -> verl RL rows (SPEC §3). `convert_batch` is the pure batch function."""
+"""Target `verl`: hf_bytes rows -> verl RLHFDataset rows (docs/formats.md, verl). `verl_row` is the
+whole output row; VERL is the target the stage runs."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from vlprep.metrics import StageStats
+from vlprep.metrics import RowRef, StageStats
+from vlprep.params import VerlParams
 from vlprep.prompts import verl_prompt_content
-from vlprep.records import RowRejected
 from vlprep.schema import VERL_SCHEMA
-from vlprep.sources import Unit, read_unit
-from vlprep.trainer_rows import BudgetConfig, RenderedChat, check_budget, convert_chat_batch, read_problem
+from vlprep.targets import Item, TrainerTarget, read_problem
+from vlprep.tokens import check_budget
 
 
-@dataclass(frozen=True)
-class VerlConfig:
-    split: str
-    data_source: str
-    ability: str
-    budget: BudgetConfig
-    max_prompt_tokens: int | None = None  # prompt text + image tokens; null = keep all
-
-
-def convert_row(row: dict, index: int, chat: RenderedChat | None, config: VerlConfig, stats: StageStats) -> dict:
-    problem = read_problem(row, config.budget, stats)
-    if chat is None:
-        raise RowRejected("chat_unrenderable")  # read_problem names the usual causes first
+def verl_row(item: Item, p: VerlParams, stats: StageStats) -> dict:
+    row = item.row
+    problem = read_problem(row, p, stats)
     n = len(problem.images)
     # Counted the way the rollout side sees it: the processor's chat template with one pad per image,
     # each pad then expanded to that image's tokens. Pads are subtracted so text + image add up.
-    prompt_tokens = chat.prompt_tokens - n
+    prompt_tokens = item.chat.prompt_tokens_with_pads - n
     image_tokens = sum(problem.image_tokens)
-    check_budget(prompt_tokens + image_tokens, config.max_prompt_tokens, "over_max_prompt_tokens")
+    check_budget(prompt_tokens + image_tokens, p.max_prompt_tokens, "over_max_prompt_tokens")
     content = verl_prompt_content(n, row["question"], problem.options)
     stats.observe("images_per_row", n)
     stats.observe("prompt_chars", len(content))
@@ -39,14 +29,14 @@ def convert_row(row: dict, index: int, chat: RenderedChat | None, config: VerlCo
     stats.observe("prompt_total_tokens", prompt_tokens + image_tokens)
     stats.observe("image_tokens", image_tokens)
     return {
-        "data_source": config.data_source,
+        "data_source": p.data_source,
         "prompt": [{"role": "user", "content": content}],
         "images": problem.images,
-        "ability": config.ability,
+        "ability": p.ability,
         "reward_model": {"style": "rule", "ground_truth": row["answer"]},
         "extra_info": {
-            "split": config.split,
-            "index": index,
+            "split": item.split,
+            "index": item.index,
             "question": row["question"],
             "options": row["options"],
             "answer_label": row["answer_label"],
@@ -59,17 +49,15 @@ def convert_row(row: dict, index: int, chat: RenderedChat | None, config: VerlCo
     }
 
 
-def convert_batch(batch: pa.Table, config: VerlConfig, where: str = "batch", first_row: int = 0,
-                  complete: bool = True) -> tuple[pa.Table, StageStats]:
-    """The pure batch function: a batch of hf_bytes rows in, output table and drop counts out.
-    complete=False leaves the images out (a partial batch, see map_rows) for trainer_rows.attach_images."""
-    def row_fn(row: dict, index: int, chat: RenderedChat | None, stats: StageStats) -> dict:
-        return convert_row(row, index, chat, config, stats)
-
-    return convert_chat_batch(batch, config.budget, False, row_fn, VERL_SCHEMA, where, first_row, complete)
+VERL = TrainerTarget("verl", VERL_SCHEMA, with_response=False, row_fn=verl_row)
 
 
-def convert_unit(unit: Unit, config: VerlConfig) -> tuple[pa.Table, StageStats]:
-    """The executor's unit function: a partial batch, so that with num_proc > 1 a worker hands back
-    only the small columns and the image bytes go from the input file to the writer in one copy."""
-    return convert_batch(read_unit(unit), config, unit.path, unit.first_row, complete=False)
+
+def verl_row_refs(source: str):
+    """RowRef of each row of a verl table (for rows dropped after conversion, e.g. beyond max_rows)."""
+    def refs(table: pa.Table) -> list[RowRef]:
+        info = table.column("extra_info")
+        fields = (pc.struct_field(info, f).to_pylist() for f in ("index", "dataset_name", "dataset_index"))
+        return [RowRef(source, index, name, dataset_index) for index, name, dataset_index in zip(*fields)]
+
+    return refs

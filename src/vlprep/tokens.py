@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import math
 
+from vlprep.metrics import Rejected
+
 # Qwen2-VL: 14-px patches merged 2x2, so each image token covers a 28x28 area.
 IMAGE_FACTOR = 28
 MIN_PIXELS = 4 * 28 * 28  # 3136, Qwen2.5-VL's default
@@ -59,3 +61,8 @@ def count_tokens(tokenizer, texts: list[str]) -> list[int]:
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
         return [len(e.ids) for e in encode(texts, add_special_tokens=False)]
     return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def check_budget(tokens: int, limit: int | None, reason: str) -> None:
+    if limit is not None and tokens > limit:
+        raise Rejected(reason, f"{tokens} tokens > {limit}")

@@ -77,6 +77,14 @@ def write_parquet(final: Path, schema: pa.Schema, tables: Iterable[pa.Table], ro
     return rows
 
 
+@contextlib.contextmanager
+def parquet_sink(final: Path, schema: pa.Schema) -> Iterator:
+    """A `write(table)` function for a small side output written while the main one streams (rejects);
+    published atomically when the block ends without error, even with no rows (a valid empty file)."""
+    with atomic_path(final) as tmp, pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        yield lambda table: writer.write_table(table.cast(schema))
+
+
 def _leaf_paths(schema: pa.Schema) -> list[str]:
     """Dotted column paths as parquet names them (list items as `list.element`)."""
     def walk(prefix: str, t: pa.DataType) -> Iterator[str]:

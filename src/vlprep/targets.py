@@ -1,0 +1,116 @@
+"""Trainer targets (verl, trl, and any later one) built from an hf_bytes split. A target is an output
+schema plus a row function; everything they share is here, once: reading hf_bytes units, the images'
+token budget, rendering the chat, the partial-batch protocol that keeps image bytes out of worker
+pipes, and running the stage."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+
+from vlprep.batches import SOURCE_ROW, attach, map_rows
+from vlprep.chat import RenderedChat, render_chats
+from vlprep.images import probe, resize_image
+from vlprep.metrics import Rejected, StageStats
+from vlprep.params import BudgetParams
+from vlprep.prompts import reject_reserved_markers
+from vlprep.runner import Post, run_stage
+from vlprep.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
+from vlprep.tokens import ImageShapeError, image_tokens, load_tokenizer, smart_resize
+from vlprep.writers import write_parquet
+
+
+@dataclass
+class Item:
+    """One hf_bytes row on its way to a target row."""
+
+    row: dict
+    index: int  # position in the hf_bytes split: a stable id (verl's extra_info.index)
+    split: str
+    chat: RenderedChat | None  # None only when the row has no reasoning (SFT targets)
+
+
+@dataclass
+class Problem:
+    options: dict
+    images: list[dict]  # [{"bytes", "path": None}] in order, resized where the params ask for it
+    image_tokens: list[int]  # per image, as Qwen2.5-VL counts them
+
+
+def read_problem(row: dict, budget: BudgetParams, stats: StageStats) -> Problem:
+    """The parts of an hf_bytes row every target needs, checked against what trainers refuse."""
+    reject_reserved_markers(row["question"], row["options"])
+    images, tokens = [], []
+    for image in row["images"] or []:
+        data = image["bytes"]
+        info = probe(data)  # header only: sizes without decoding (hf_bytes validated them already)
+        try:
+            h, w = smart_resize(info.height, info.width, budget.min_pixels, budget.max_pixels)
+        except ImageShapeError as e:
+            raise Rejected("image_aspect_ratio", str(e)) from None  # Qwen's processor would raise at train time
+        if budget.resize_to_max_pixels and info.width * info.height > budget.max_pixels:
+            data = resize_image(data, info.format, (w, h))
+            stats.counts["images_resized"] += 1
+        images.append({"bytes": data, "path": None})
+        tokens.append(image_tokens(w, h, budget.min_pixels, budget.max_pixels))
+    return Problem(json.loads(row["options"]), images, tokens)
+
+
+RowFn = Callable[[Item, BudgetParams, StageStats], dict]
+
+
+@dataclass(frozen=True)
+class TrainerTarget:
+    name: str  # the stage name, and the output folder under data/
+    schema: pa.Schema
+    with_response: bool  # render the assistant turn too (SFT targets)
+    row_fn: RowFn  # the whole output row, built from one Item; raises Rejected to drop it
+
+    def passthrough(self, params: BudgetParams) -> tuple[str, ...]:
+        """Columns handed on exactly as they came (map_rows): the images, unless some get resized.
+        (hf_bytes images always have path None, which read_problem sets too.)"""
+        return () if params.resize_to_max_pixels else ("images",)
+
+    def convert_batch(self, batch: pa.Table, params: BudgetParams, split: str, where: str = "batch",
+                      first_row: int = 0, complete: bool = True) -> tuple[pa.Table, StageStats]:
+        """The pure batch function: hf_bytes rows in, output table and drop counts out. complete=False
+        leaves the pass-through columns out (a partial batch, see map_rows) for `attach_unit`."""
+        rows = batch.to_pylist()
+        chats = render_chats(rows, load_tokenizer(params.tokenizer), self.with_response, where, first_row)
+
+        def row_fn(row: dict, index: int, stats: StageStats) -> dict:
+            return self.row_fn(Item(row, index, split, chats[index - first_row]), params, stats)
+
+        return map_rows(rows, row_fn, self.schema, where, first_row, source=batch if complete else None,
+                        passthrough=self.passthrough(params))
+
+    def convert_unit(self, unit: ArrowBatch, params: BudgetParams, split: str) -> tuple[pa.Table, StageStats]:
+        """The executor's unit function: a partial batch, so that with num_proc > 1 a worker hands back
+        only the small columns and the image bytes go from the input file to the writer in one copy."""
+        return self.convert_batch(read_unit(unit), params, split, unit.source, unit.first_row, complete=False)
+
+    def attach_unit(self, unit: ArrowBatch, table: pa.Table) -> pa.Table:
+        """Complete a partial batch with its pass-through columns, read from the unit in this process."""
+        if SOURCE_ROW not in table.column_names:
+            return table  # complete already (images were resized, so built in the batch)
+        return attach(table, read_unit(unit, ["images"]), self.schema)
+
+    def run(self, split: str, source: Path, output: Path, params: BudgetParams, post: list[Post] = ()) -> StageStats:
+        """The stage: hf_bytes split `source` -> parquet `output`."""
+        # Loaded before the workers fork, so each inherits it instead of importing transformers and
+        # loading its own (~1.7 s each: the benchmark's tokenizer_load).
+        load_tokenizer(params.tokenizer)
+        return run_stage(
+            self.name,
+            split,
+            plan=lambda: plan_arrow_units(hf_dataset_files(source)),
+            unit_fn=partial(self.convert_unit, params=params, split=split),
+            write=lambda tables: write_parquet(output, self.schema, tables, params.row_group_size),
+            num_proc=params.num_proc,
+            attach=self.attach_unit,
+            post=post,
+        )
