@@ -139,6 +139,7 @@ MB = 1_000_000
         ("<think></think><answer>" * 50_000, (0, 0, 0)),
         ("<think>" + "x" * MB + "</think><answer>B</answer>", (1, 1, 1)),
         ("<think></think><answer>B" + " ." * (MB // 2) + "</answer>", (1, 1, 1)),  # trailing punctuation
+        ("<think></think><answer>B" + "\u3002 " * (MB // 2) + "</answer>", (1, 1, 1)),  # CJK full stops
         ("<think></think><answer>" + "B. " * (MB // 3) + "</answer>", (0, 0, 1)),
         ("<think></think><answer>" + "a " * (MB // 2) + "</answer>", (0, 0, 1)),
         ("<think></think><answer>" + "\ufdfa" * MB + "</answer>", (0, 0, 1)),  # NFKC expands it 18x

@@ -18,9 +18,9 @@ Rules (README "Reward" has examples):
 - returns {"score", "acc", "format"} (floats in [0, 1]) on every call. score = (1-w)*acc + w*format,
   w = format_weight (default 0); score = 0 when the format fails and require_format (default true).
 
-Every scan of the response is linear and in C (str.strip/count/find/rfind; regexes and Unicode
-normalization only run on answers of bounded length), so a 1 MB response costs milliseconds, and no
-input string makes it raise.
+Every scan of the response is linear and in C (str.strip/count/find/rfind, and one character-class
+regex trimming the answer's end; the other regexes and Unicode normalization only run on answers of
+bounded length), so a 1 MB response costs milliseconds, and no input string makes it raise.
 """
 from __future__ import annotations
 
@@ -33,9 +33,32 @@ ANSWER_OPEN, ANSWER_CLOSE = "<answer>", "</answer>"
 OPEN_ENDED_TYPES = ("open", "yesno")
 ARTICLES = frozenset(("a", "an", "the"))
 
-# Whitespace and punctuation of the Basic Multilingual Plane (~20 ms to build; the whole of Unicode
-# takes 0.3 s): str.rstrip with it trims a megabyte in C, where a per-character loop takes 0.3 s.
-_TRAILING = "".join(c for c in map(chr, range(0x10000)) if c.isspace() or unicodedata.category(c).startswith("P"))
+
+def _trailing_run_re() -> re.Pattern:
+    """A run of whitespace and punctuation (Unicode category P*), as ranges of the Basic Multilingual
+    Plane (~25 ms to build; all of Unicode takes 0.3 s). Matched on the reversed text, it trims a
+    megabyte in a few ms, where str.rstrip with these 848 characters takes up to 45 ms and a
+    per-character loop 300 ms."""
+    ranges, start, prev = [], None, None
+    for code in range(0x10000):
+        char = chr(code)
+        if char.isspace() or unicodedata.category(char).startswith("P"):
+            if prev is None or code != prev + 1:
+                if start is not None:
+                    ranges.append((start, prev))
+                start = code
+            prev = code
+    ranges.append((start, prev))
+    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]*")
+
+
+_TRAILING_RUN = _trailing_run_re()
+
+
+def _trim_end(text: str) -> str:
+    """text without its trailing whitespace and punctuation."""
+    return text[: len(text) - _TRAILING_RUN.match(text[::-1]).end()]
+
 
 # Applied only to answers short enough to be one of the accepted forms (see _short_answer), so their
 # cost is bounded whatever the response. Token: an option key such as "b"; "option" prefix optional.
@@ -100,11 +123,7 @@ def extract_answer(text: str) -> str | None:
 
 def normalize(text: str) -> str:
     """NFKC (full-width letters), case fold, collapse whitespace, trim trailing punctuation."""
-    text = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-    end = len(text)  # an index, not repeated slicing: linear on any input
-    while end and (text[end - 1].isspace() or unicodedata.category(text[end - 1]).startswith("P")):
-        end -= 1
-    return text[:end]
+    return _trim_end(" ".join(unicodedata.normalize("NFKC", text).casefold().split()))
 
 
 def _short_answer(answer: str, longest: int) -> str | None:
@@ -112,7 +131,7 @@ def _short_answer(answer: str, longest: int) -> str | None:
     The bound is checked on the cheaply trimmed text before normalizing, because NFKC and case folding
     of a megabyte take tens of ms to seconds; 4x leaves room for what NFKC composes (e + accent -> é)
     and for runs of inner whitespace."""
-    answer = answer.rstrip(_TRAILING).lstrip()
+    answer = _trim_end(answer).lstrip()
     if len(answer) > 4 * longest + 64:
         return None
     return normalize(answer)
