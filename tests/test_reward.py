@@ -89,6 +89,7 @@ CASES = [
     (ok("B"), "Pneumothorax", {**MCQ, "answer_label": ""}, (0, 0, 1)),  # no label: open-ended
     (ok("Pneumothorax"), "Pneumothorax", {**MCQ, "options": "not json"}, (1, 1, 1)),
     (ok("anything"), "", OPEN, (0, 0, 1)),  # an empty truth matches nothing
+    (ok(""), "", {"options": '{"A": "", "B": "x"}', "answer_label": "A"}, (0, 0, 1)),  # nor an empty option
 ]
 
 

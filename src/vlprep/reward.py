@@ -166,7 +166,7 @@ def is_correct(answer: str, ground_truth, info: dict) -> bool:
         return bool(answer) and _without_articles(answer) == _without_articles(truth)
     # The longest accepted form: "option (<key>) - <text>".
     answer = _short_answer(answer, max(map(len, options)) + max(len(truth), *map(len, options.values())) + 16)
-    return answer is not None and _named_options(answer, options, label, truth) == {label}
+    return bool(answer) and _named_options(answer, options, label, truth) == {label}  # "" never names one
 
 
 def _named_options(answer: str, options: dict[str, str], label: str, truth: str) -> set[str]:
