@@ -156,3 +156,39 @@ def test_push_pull_over_a_real_s3_remote_survives_an_outage(committed_repo, tmp_
         assert "up to date" in run(["dvc", "status"], clone).stdout
         status = run(["dvc", "status", "--cloud"], repo, env=env).stdout
         assert "up to date" in status.lower() or "cache and remote" in status.lower()
+
+
+@pytest.mark.s3
+def test_s3_wrong_credentials_and_missing_bucket_fail_clearly(committed_repo, tmp_path):
+    from s3server import dvc_env, s3_server
+
+    repo = committed_repo
+    with s3_server(tmp_path / "s3") as ep:
+        run(["dvc", "remote", "add", "-d", "s3", f"s3://{ep.bucket}/vlprep"], repo)
+        wrong = {**dvc_env(ep), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+        failed = run(["dvc", "push"], repo, check=False, env=wrong)
+        # What the user sees (README, "When a run fails"): DVC's own one-line error, nothing pushed.
+        assert failed.returncode != 0
+        assert "ERROR: unexpected error - Forbidden: An error occurred (403)" in failed.stderr
+
+        run(["dvc", "remote", "modify", "s3", "url", "s3://no-such-bucket-vlprep/vlprep"], repo)
+        missing = run(["dvc", "push"], repo, check=False, env=dvc_env(ep))
+        assert missing.returncode != 0
+        assert "ERROR: unexpected error - The specified bucket does not exist" in missing.stderr
+
+
+# The README's readable view of `dvc exp show`: changed params and the headline metrics (summary stage).
+EXP_VIEW = ["dvc", "exp", "show", "--only-changed",
+            "--drop", r"^(?!Experiment$|kept\.|(inputs|raw|hf_bytes|tokenizer|verl|trl)\.).*"]
+
+
+def test_exp_show_has_a_readable_80_column_view(committed_repo):
+    repo = committed_repo
+    run(["dvc", "exp", "run", "-n", "tight", "-S", "verl.max_prompt_tokens=120"], repo)
+    shown = run(EXP_VIEW, repo, env={"COLUMNS": "80"}).stdout
+    header = next(line for line in shown.splitlines() if "Experiment" in line)
+    # The changed param and the headline it moved, nothing else: about 80 characters wide.
+    assert header.split() == ["Experiment", "kept.test.verl", "kept.train.verl", "verl.max_prompt_tokens"], shown
+    assert "tight" in shown
+    everything = run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
+    assert len(everything) > 100  # the detailed metrics are all still there
