@@ -227,6 +227,9 @@ def main(argv=None):
                 "--split_dataset_ratio", "0",
                 "--eval_strategy", "no",
                 "--seed", "0",
+                # Else the trainer asks the ModelScope hub whether the model is the latest (and
+                # sends it the run's config): offline that costs ~8 s of retries.
+                "--check_model", "false",
             ]  # fmt: skip
             try:
                 result = sft_main(cli)
