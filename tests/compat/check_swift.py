@@ -17,7 +17,10 @@ takes: `datasets.load_dataset("parquet")` + AutoPreprocessor/MessagesPreprocesso
    only the user turn, and the template encodes the prompt with one pad run per image;
 3. `swift.sft_main` trains the tiny model for 2 steps on CPU on the first SFT file
    (`--dataset FILE.parquet --model DIR --model_type qwen2_5_vl --template qwen2_5_vl`);
-   the loss must be finite.
+   the loss must be finite;
+4. `swift.rlhf_main --rlhf_type grpo` runs 2 steps on the first GRPO file (transformers
+   generation, no vLLM, 2 generations per prompt) with a multiple-choice reward function
+   registered here, which must receive every prompt's `solution` and `answer_label`.
 
 Tiny-model accommodation: ms-swift's Qwen2-VL template hard-codes the real tokenizer's ids for
 <|image_pad|> / <|video_pad|> (151655 / 151656) to find where to expand images; the tiny
@@ -167,6 +170,72 @@ def check_grpo_file(path, template, tokenizer, pad_id):
     return failures
 
 
+class _Rewards:
+    """What the GRPO reward function saw (filled in the same process)."""
+
+    calls = []
+
+
+def register_choice_reward():
+    """Register `vlprep_choice`: 1 if the completion's <answer> is the solution's label."""
+    import re
+
+    from swift.rewards import ORM, orms
+
+    class VlprepChoice(ORM):
+        def __call__(self, completions, solution, answer_label, **kwargs):
+            _Rewards.calls.append({"solution": list(solution), "answer_label": list(answer_label)})
+            rewards = []
+            for completion, label in zip(completions, solution):
+                m = re.search(r"<answer>\s*(.*?)\s*</answer>", completion, re.DOTALL)
+                rewards.append(1.0 if m and m.group(1).strip() == label.strip() else 0.0)
+            return rewards
+
+    orms["vlprep_choice"] = VlprepChoice
+
+
+def common_cli(model_dir, dataset, tuner_type, max_steps, out_dir):
+    """What a user types after `swift sft` / `swift rlhf`, plus the tiny-model / CPU settings."""
+    return [
+        "--model", str(model_dir),
+        "--model_type", "qwen2_5_vl",
+        "--template", "qwen2_5_vl",
+        "--dataset", str(dataset),
+        "--tuner_type", tuner_type,
+        "--torch_dtype", "float32",
+        "--max_steps", str(max_steps),
+        "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1",
+        "--learning_rate", "1e-4",
+        "--output_dir", out_dir,
+        "--save_strategy", "no",
+        "--report_to", "none",
+        "--logging_steps", "1",
+        "--dataloader_num_workers", "0",
+        "--dataset_num_proc", "1",
+        "--split_dataset_ratio", "0",
+        "--eval_strategy", "no",
+        "--seed", "0",
+        # Else the trainer asks the ModelScope hub whether the model is the latest (and
+        # sends it the run's config): offline that costs ~8 s of retries.
+        "--check_model", "false",
+    ]  # fmt: skip
+
+
+def step_losses(result, max_steps, what):
+    """Failures of a finished run's log history (finite loss at every step, max_steps steps)."""
+    history = result.get("log_history", []) if isinstance(result, dict) else []
+    logged = [h for h in history if "loss" in h]
+    losses = [float(h["loss"]) for h in logged]
+    print(f"swift {what} loss per step: {', '.join(f'{x:.6f}' for x in losses)}")
+    failures = []
+    if not logged or max(h["step"] for h in logged) != max_steps:
+        failures.append(f"{what}: trained steps {[h['step'] for h in logged]}, want {max_steps}")
+    if not losses or not all(math.isfinite(x) for x in losses):
+        failures.append(f"{what}: loss is not finite: {losses}")
+    return failures, history
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", required=True, help="model dir from tiny_qwen.py")
@@ -205,49 +274,46 @@ def main(argv=None):
         from swift import sft_main
 
         with tempfile.TemporaryDirectory(prefix="swift-out-") as out_dir:
-            # What a user types after `swift sft`, minus the tiny-model / CPU settings.
-            cli = [
-                "--model", str(args.model_dir),
-                "--model_type", "qwen2_5_vl",
-                "--template", "qwen2_5_vl",
-                "--dataset", str(args.sft[0]),
-                "--tuner_type", args.tuner_type,
-                "--torch_dtype", "float32",
-                "--max_steps", str(args.max_steps),
-                "--per_device_train_batch_size", "2",
-                "--gradient_accumulation_steps", "1",
-                "--learning_rate", "1e-4",
-                "--max_length", "32768",
-                "--output_dir", out_dir,
-                "--save_strategy", "no",
-                "--report_to", "none",
-                "--logging_steps", "1",
-                "--dataloader_num_workers", "0",
-                "--dataset_num_proc", "1",
-                "--split_dataset_ratio", "0",
-                "--eval_strategy", "no",
-                "--seed", "0",
-                # Else the trainer asks the ModelScope hub whether the model is the latest (and
-                # sends it the run's config): offline that costs ~8 s of retries.
-                "--check_model", "false",
-            ]  # fmt: skip
+            cli = common_cli(args.model_dir, args.sft[0], args.tuner_type, args.max_steps, out_dir)
             try:
-                result = sft_main(cli)
+                result = sft_main([*cli, "--max_length", "32768"])
             except Exception:  # noqa: BLE001
                 failures.append(f"sft_main failed:\n{traceback.format_exc()}")
             else:
-                history = result.get("log_history", []) if isinstance(result, dict) else []
-                losses = [h["loss"] for h in history if "loss" in h]
-                steps = [h["step"] for h in history if "loss" in h]
-                print(f"swift loss per step: {', '.join(f'{x:.6f}' for x in losses)}")
-                if not losses or max(steps) != args.max_steps:
-                    failures.append(f"trained steps {steps}, want {args.max_steps}; result keys {list(result or {})}")
-                if not losses or not all(math.isfinite(x) for x in losses):
-                    failures.append(f"loss is not finite: {losses}")
+                failures += step_losses(result, args.max_steps, "sft")[0]
+
+    if not failures and args.grpo:
+        from swift import rlhf_main
+
+        register_choice_reward()
+        with tempfile.TemporaryDirectory(prefix="swift-grpo-out-") as out_dir:
+            cli = common_cli(args.model_dir, args.grpo[0], args.tuner_type, args.max_steps, out_dir)
+            cli += [
+                "--rlhf_type", "grpo",
+                "--reward_funcs", "vlprep_choice", "format",
+                "--use_vllm", "false",
+                "--num_generations", "2",
+                "--max_completion_length", "16",
+            ]  # fmt: skip
+            try:
+                result = rlhf_main(cli)
+            except Exception:  # noqa: BLE001
+                failures.append(f"rlhf_main (grpo) failed:\n{traceback.format_exc()}")
+            else:
+                f, history = step_losses(result, args.max_steps, "grpo")
+                failures += f
+                if not any("rewards/VlprepChoice/mean" in h for h in history):
+                    failures.append(f"grpo: no vlprep_choice reward logged: {history}")
+                seen = [x for call in _Rewards.calls for x in call["solution"]]
+                labels = set(raw["solution"] for raw in raw_rows(args.grpo[0], ["solution"]))
+                if not seen or not set(seen) <= labels:
+                    failures.append(f"grpo: reward function saw solutions {seen}, the file has {sorted(labels)}")
+                else:
+                    print(f"grpo: reward function saw {len(seen)} solutions, e.g. {seen[:4]}")
 
     status = "OK" if not failures else f"FAIL ({len(failures)} problems)"
     files = ", ".join(map(str, args.sft + args.grpo))
-    print(f"swift check {status}: {files}: {n_rows} SFT rows, {args.max_steps} {args.tuner_type} SFT steps "
+    print(f"swift check {status}: {files}: {n_rows} SFT rows, {args.max_steps} {args.tuner_type} SFT and GRPO steps "
           f"in {time.monotonic() - t0:.1f}s")
     for f in failures[:50]:
         print("  -", f)
