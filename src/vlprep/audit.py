@@ -25,6 +25,7 @@ import re
 import unicodedata
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -628,13 +629,13 @@ class AuditResult:
 def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, num_proc: int = 1) -> AuditResult:
     """Hash train into the index, match train against itself, stream test against it."""
     train_stats, test_stats = StageStats(), StageStats()
-    parts = [Columns.of(t, config.num_perm) for t in run_units(lambda u: hash_unit(u, config), train_units, num_proc, train_stats)]
+    parts = [Columns.of(t, config.num_perm) for t in run_units(partial(hash_unit, config=config), train_units, num_proc, train_stats)]
     index = TrainIndex.build(parts, config)
     del parts
     within = row_pairs(index.match_within(), within=True)
 
     test_pairs, test_names = [], {}
-    for t in run_units(lambda u: hash_unit(u, config), test_units, num_proc, test_stats):
+    for t in run_units(partial(hash_unit, config=config), test_units, num_proc, test_stats):
         q = Columns.of(t, config.num_perm)
         found = row_pairs(index.match(q), within=False)
         for r in np.unique(found["other"]):
