@@ -167,7 +167,7 @@ def test_planted_contamination_is_found_exactly(tmp_path):
     assert {(p["train_row"], p["test_row"], p["kind"]) for p in pairs} == EXPECTED_PAIRS
     m = result.metrics
     assert m["train_vs_test"] == {"exact_image": 1, "near_image": 3, "near_item": 2, "any": 6, "pairs": 6,
-                                  "test_rows_matched": 4}
+                                  "pairs_found": 6, "test_rows_matched": 4}
     assert m["within_train"] == {"exact_image": 1, "near_image": 1, "near_item": 1, "any": 2, "pairs": 3}
     assert m["total"] == {"train_rows_flagged": 8, "train_rows_flagged_vs_test": 6,
                           "train_rows_flagged_within_train": 2, "pairs": 9}
@@ -208,7 +208,7 @@ def test_within_train_pairs_link_each_copy_to_the_first(tmp_path):
 
 def run_stage(project: Path, **params) -> dict[str, str]:
     p = {"near_image_max_distance": 6, "image_hash": "phash", "near_item_threshold": 0.7, "num_perm": 128,
-         "shingle": 1, "seed": 1, "num_proc": 1, **params}
+         "shingle": 1, "seed": 1, "max_pairs_per_row": 10, "num_proc": 1, **params}
     (project / "params.yaml").write_text(yaml.safe_dump({"audit": p}))
     subprocess.run([sys.executable, str(REPO / "stages" / "audit.py")], cwd=project, check=True)
     outs = [project / "data/audit/pairs.parquet", project / "data/audit/flagged_train_rows.parquet",
@@ -279,3 +279,15 @@ def test_an_audit_param_reruns_only_the_audit(scratch_repo):
     metrics = json.loads((scratch_repo / "metrics/audit/contamination.json").read_text())
     assert metrics["params"]["near_item_threshold"] == 0.9
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
+
+
+def test_pairs_per_train_row_are_capped_but_counted(tmp_path):
+    """One image in every row of both splits: pairs.parquet keeps max_pairs_per_row per train row and kind."""
+    train = [item([PNG["A"]], f"Train question {w}?", {"A": w}, "tr", i) for i, w in enumerate(["one", "two", "three"])]
+    test = [item([PNG["A"]], f"Test question number {i} about {w}?", {"A": f"{w}{i}"}, "te", i)
+            for i, w in enumerate(["kidney"] * 15)]
+    result = run_audit(write_splits(tmp_path, train=train, test=test), max_pairs_per_row=4)
+    m = result.metrics["train_vs_test"]
+    assert (m["exact_image"], m["pairs_found"], m["pairs"], m["test_rows_matched"]) == (3, 45, 12, 15)
+    kept = {(p["train_row"], p["test_row"]) for p in result.pairs.to_pylist() if p["kind"] == "exact_image"}
+    assert kept == {(r, t) for r in range(3) for t in range(4)}  # equal similarity: the first test rows

@@ -49,6 +49,7 @@ class AuditConfig:
     num_perm: int = 128
     shingle: int = 1
     seed: int = 1
+    max_pairs_per_row: int = 10  # train-vs-test pairs written per train row and kind (counts use all)
 
     @classmethod
     def from_params(cls, p: dict) -> "AuditConfig":
@@ -634,15 +635,21 @@ def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, 
     del parts
     within = row_pairs(index.match_within(), within=True)
 
-    test_pairs, test_names = [], {}
+    # Test streams by; what is kept is at most max_pairs_per_row pairs per train row and kind, reduced
+    # after every unit, so memory stays bounded even when one image is in every row of both splits.
+    vs_test = _empty_pairs()
+    test_names, test_matched, pairs_found = {}, [], 0
     for t in run_units(partial(hash_unit, config=config), test_units, num_proc, test_stats):
         q = Columns.of(t, config.num_perm)
         found = row_pairs(index.match(q), within=False)
-        for r in np.unique(found["other"]):
-            i = int(r - q.rows[0])
-            test_names[int(r)] = (q.names[i], _index_list(q.dataset_index[i : i + 1])[0])
-        test_pairs.append(found)
-    vs_test = {k: np.concatenate([p[k] for p in test_pairs]) if test_pairs else np.empty(0) for k in ("train", "other", "kind", "sim")}
+        pairs_found += len(found["train"])
+        test_matched.append(np.unique(found["other"]))
+        vs_test = _best_pairs({k: np.concatenate([vs_test[k], found[k]]) for k in vs_test}, config.max_pairs_per_row)
+        for r in np.unique(found["other"]).tolist():
+            i = r - int(q.rows[0])
+            test_names[r] = (q.names[i], _index_list(q.dataset_index[i : i + 1])[0])
+        kept = set(np.unique(vs_test["other"]).tolist())
+        test_names = {r: v for r, v in test_names.items() if r in kept}
 
     pairs = _pairs_table(index, vs_test, within, test_names)
     flagged = _flagged_table(index, vs_test, within)
@@ -654,8 +661,9 @@ def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, 
         "images_unhashable": train_stats.counts["images_unhashable"] + test_stats.counts["images_unhashable"],
         "images_unhashable_by_split": {"train": train_stats.counts["images_unhashable"],
                                        "test": test_stats.counts["images_unhashable"]},
-        "train_vs_test": _counts(vs_test, test_side=True),
-        "within_train": _counts(within, test_side=False),
+        "train_vs_test": {**_counts(vs_test), "pairs_found": pairs_found,
+                          "test_rows_matched": int(sum(len(m) for m in test_matched))},
+        "within_train": _counts(within),
         "total": {
             "train_rows_flagged": flagged.num_rows,
             "train_rows_flagged_vs_test": len(np.unique(vs_test["train"])),
@@ -666,14 +674,27 @@ def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, 
     return AuditResult(pairs, flagged, metrics, index)
 
 
-def _counts(p: dict, test_side: bool) -> dict:
-    """Train rows affected per kind (a row counts once per kind), plus all kinds together."""
+def _counts(p: dict) -> dict:
+    """Train rows affected per kind (a row counts once per kind), all kinds together, and pairs written."""
     out = {kind: len(np.unique(p["train"][p["kind"] == k])) for k, kind in enumerate(KINDS)}
     out["any"] = len(np.unique(p["train"]))
     out["pairs"] = len(p["train"])
-    if test_side:
-        out["test_rows_matched"] = len(np.unique(p["other"]))
     return out
+
+
+def _empty_pairs() -> dict:
+    return {"train": np.empty(0, np.int64), "other": np.empty(0, np.int64), "kind": np.empty(0, np.int8),
+            "sim": np.empty(0, np.float64)}
+
+
+def _best_pairs(p: dict, limit: int) -> dict:
+    """At most `limit` pairs per (train row, kind): the most similar, then the lowest other row."""
+    order = np.lexsort((p["other"], -p["sim"], p["kind"], p["train"]))
+    p = {k: v[order] for k, v in p.items()}
+    group = p["train"].astype(np.int64) * 8 + p["kind"]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.empty(0, np.int64)
+    rank = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
+    return {k: v[rank < limit] for k, v in p.items()}
 
 
 def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dict) -> pa.Table:
