@@ -278,7 +278,8 @@ class ExactGroups:
 
     def __init__(self, keys: np.ndarray, rows: np.ndarray):
         keys = np.asarray(keys, dtype="V16")
-        order = np.lexsort((rows, keys.view("S16")))  # by key, then row
+        by_row = np.argsort(rows, kind="stable")
+        order = by_row[np.argsort(keys[by_row], kind="stable")]  # by key (bytewise), then row
         keys, rows = keys[order], rows[order]
         # one entry per (key, row): a row with the same image twice is one member
         keep = np.ones(len(keys), dtype=bool)
