@@ -245,8 +245,9 @@ class BandIndex:
         return (self.order.itemsize + self.keys.itemsize) * self.bands
 
     def candidates(self, query_keys: np.ndarray, budget: int = 1 << 20):
-        """Yield (query positions, item positions) arrays, unique pairs, in chunks of about `budget`
-        candidates (a single query over budget is its own chunk), so memory stays bounded."""
+        """Yield (query positions, item positions) arrays in chunks of about `budget` candidates (a single
+        query over budget is its own chunk), so memory stays bounded. A pair sharing several bands comes
+        once per band: callers dedupe what survives their check, far fewer than the candidates."""
         q = np.asarray(query_keys, dtype=np.uint64)
         if not len(q) or not self.size:
             return
@@ -268,8 +269,7 @@ class BandIndex:
                 qs.append(qi)
                 ts.append(self.order[b][pos])
             if qs:
-                pairs = np.unique(np.concatenate(qs).astype(np.int64) << 32 | np.concatenate(ts).astype(np.int64))
-                yield pairs >> 32, pairs & 0xFFFFFFFF
+                yield np.concatenate(qs).astype(np.int64), np.concatenate(ts).astype(np.int64)
             start = stop
 
 
@@ -498,6 +498,10 @@ class TrainIndex:
             groups = self.image_index_groups[ti]
             dist = hamming(q_hashes[sel][qi], self.image_hash_of_group[groups])
             ok = (dist <= self.config.near_image_max_distance) & (self.images.keys[groups] != q_keys[sel][qi])
+            qi, ti = _unique_pairs(qi[ok], ti[ok])  # the cheap check first, then dedupe the few left
+            groups = self.image_index_groups[ti]
+            dist = hamming(q_hashes[sel][qi], self.image_hash_of_group[groups])
+            ok = np.ones(len(qi), dtype=bool)
             out.append(self.images.expand(groups[ok], q_rows[sel][qi][ok], 1.0 - dist[ok] / HASH_BITS))
         return _concat3(out)
 
@@ -507,6 +511,7 @@ class TrainIndex:
         out = [self.items.expand(g[hit], q_rows[hit], np.ones(int(hit.sum())))]
         qk = minhash_band_keys(q_sigs.min(axis=1), *self.item_bands)
         for qi, ti in self.item_index.candidates(qk, budget=1 << 16):
+            qi, ti = _unique_pairs(qi, ti)  # before the costly check: num_perm comparisons a pair
             sim = item_similarity(q_sigs[qi], self.item_signatures[ti])
             ok = (sim >= self.config.near_item_threshold) & (self.items.keys[ti] != q_keys[qi])
             out.append(self.items.expand(ti[ok], q_rows[qi][ok], sim[ok]))
@@ -537,23 +542,46 @@ class TrainIndex:
                     self.items, self.item_index, np.arange(len(self.items)),
                     minhash_band_keys(self.item_signatures.min(axis=1), *self.item_bands),
                     lambda g, h: item_similarity(self.item_signatures[g], self.item_signatures[h]),
-                    self.config.near_item_threshold, budget=1 << 16),
+                    self.config.near_item_threshold, budget=1 << 16, dedupe=True),
             ]),
         }
 
     @staticmethod
-    def _near_within(groups: ExactGroups, index: BandIndex, index_groups, keys, similarity, min_sim, budget):
-        out = []
+    def _near_within(groups: ExactGroups, index: BandIndex, index_groups, keys, similarity, min_sim, budget,
+                     dedupe: bool = False):
+        """For each group, the earliest row of another group near it (the most similar on ties): kept per
+        group as the candidates stream by, so the work after the check and the output are O(rows) however
+        many near pairs a dense cluster has. Then each of the group's rows later than that row."""
+        none = np.iinfo(np.int64).max
+        best, best_sim = np.full(len(groups), none, dtype=np.int64), np.zeros(len(groups))
+        last_row = groups.rows[groups.offsets[1:] - 1]
         for qi, ti in index.candidates(keys, budget=budget):
             gq, gt = index_groups[qi], index_groups[ti]
-            keep = gq != gt
-            gq, gt = gq[keep], gt[keep]
+            earlier = groups.first_row(gt)
+            # only a row earlier than one of gq's rows, and not later than gq's best so far, can matter
+            keep = (gq != gt) & (earlier < last_row[gq]) & (earlier <= best[gq])
+            gq, gt, earlier = gq[keep], gt[keep], earlier[keep]
+            if dedupe:  # a costly similarity: compute it once per pair, not once per shared band
+                gq, gt = _unique_pairs(gq, gt)
+                earlier = groups.first_row(gt)
             sim = similarity(gq, gt)
             ok = sim >= min_sim - 1e-12
-            rows, earlier, sim = groups.expand(gq[ok], groups.first_row(gt[ok]), sim[ok])
-            keep = earlier < rows
-            out.append((rows[keep], earlier[keep], sim[keep]))
-        return _concat3(out)
+            gq, earlier, sim = gq[ok], earlier[ok], sim[ok]
+            order = np.lexsort((-sim, earlier, gq))
+            gq, earlier, sim = gq[order], earlier[order], sim[order]
+            first = np.r_[True, gq[1:] != gq[:-1]] if len(gq) else np.zeros(0, dtype=bool)
+            gq, earlier, sim = gq[first], earlier[first], sim[first]
+            better = (earlier < best[gq]) | ((earlier == best[gq]) & (sim > best_sim[gq]))
+            best[gq[better]], best_sim[gq[better]] = earlier[better], sim[better]
+        found = np.flatnonzero(best != none)
+        rows, earlier, sim = groups.expand(found, best[found], best_sim[found])
+        keep = earlier < rows
+        return rows[keep], earlier[keep], sim[keep]
+
+
+def _unique_pairs(qi: np.ndarray, ti: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pairs = np.unique(qi << 32 | ti)
+    return pairs >> 32, pairs & 0xFFFFFFFF
 
 
 def _later_rows_of_groups(groups: ExactGroups):
