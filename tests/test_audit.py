@@ -102,8 +102,8 @@ def planted_train_rows() -> list[dict]:
         item([PNG["I"]], "What modality is this?", {"A": "PET", "B": "SPECT", "C": "Mammography", "D": "Fluoroscopy"}, "tr", 6),
         # 7: clean
         item([PNG["J"]], "Which cranial nerve palsy explains this gaze?", {"A": "Third", "B": "Sixth"}, "tr", 7),
-        # 8: an exact copy of row 7 within train
-        item([PNG["J"]], "Which cranial nerve palsy explains this gaze?", {"A": "Third", "B": "Sixth"}, "tr", 8),
+        # 8: an exact copy of row 7 within train (with a null dataset_name / dataset_index)
+        item([PNG["J"]], "Which cranial nerve palsy explains this gaze?", {"A": "Third", "B": "Sixth"}, None, None),
         # 9: row 7's image resized, its own question
         item([encode(half("J"), "JPEG", quality=85)], "Is the optic disc swollen?", {"A": "Papilledema", "B": "Normal"}, "tr", 9),
         # 10: an undecodable image (not crashing, counted) next to a clean one
@@ -187,6 +187,9 @@ def test_planted_contamination_is_found_exactly(tmp_path):
     assert by_kind[(1, "near_image")]["test_dataset_name"] == "test_set"
     assert by_kind[(1, "near_image")]["test_dataset_index"] == 101
     assert by_kind[(9, "train_near_image")]["test_dataset_index"] == 7  # the earlier train row
+    assert by_kind[(8, "train_exact_image")]["train_dataset_name"] is None
+    assert by_kind[(8, "train_exact_image")]["train_dataset_index"] is None
+    assert by_kind[(8, "train_exact_image")]["test_dataset_name"] == "tr"
 
 
 def test_a_stricter_threshold_finds_fewer(tmp_path):

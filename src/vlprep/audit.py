@@ -389,7 +389,7 @@ class Columns:
     """Numpy views of a records table: per-row and per-image arrays."""
 
     rows: np.ndarray
-    names: list
+    names: pa.Array  # Arrow strings: compact, not one Python object a row
     dataset_index: np.ndarray
     item_keys: np.ndarray  # V16
     signatures: np.ndarray  # (rows, 2, num_perm) uint32: question, options
@@ -399,13 +399,13 @@ class Columns:
     image_hashed: np.ndarray  # bool
 
     @classmethod
-    def of(cls, t: pa.Table, num_perm: int, keep_names: bool = True) -> "Columns":
+    def of(cls, t: pa.Table, num_perm: int) -> "Columns":
         rows = t.column("row").to_numpy()
         lengths = pa.compute.list_value_length(t.column("image_keys")).to_numpy(zero_copy_only=False)
         flat = lambda name: pa.compute.list_flatten(t.column(name))  # noqa: E731
         return cls(
             rows=rows,
-            names=t.column("dataset_name").to_pylist() if keep_names else [],
+            names=t.column("dataset_name").combine_chunks(),
             dataset_index=t.column("dataset_index").fill_null(NULL_INDEX).to_numpy(),
             item_keys=_v16(t.column("item_key")),
             signatures=np.stack([_signatures(t.column(c), num_perm) for c in ("question_signature", "options_signature")],
@@ -450,11 +450,9 @@ class TrainIndex:
     def build(cls, parts: list[Columns], config: AuditConfig) -> "TrainIndex":
         cat = lambda attr: np.concatenate([getattr(p, attr) for p in parts]) if parts else np.empty(0)  # noqa: E731
         rows = cat("rows").astype(np.int64)
-        names = [n for p in parts for n in p.names]
-        uniq = sorted(set(names), key=lambda n: (n is None, n or ""))
-        code = {n: i for i, n in enumerate(uniq)}
-        name_codes = np.array([code[n] for n in names], dtype=np.int32)
-        del names
+        encoded = pa.chunked_array([p.names for p in parts], pa.string()).combine_chunks().dictionary_encode()
+        uniq = [*encoded.dictionary.to_pylist(), None]  # code -1 (a null name) is the last
+        name_codes = encoded.indices.fill_null(-1).to_numpy().astype(np.int32)
         image_rows, image_keys = cat("image_rows").astype(np.int64), cat("image_keys").astype("V16")
         image_hashes, image_hashed = cat("image_hashes").astype(np.uint64), cat("image_hashed").astype(bool)
         images = ExactGroups(image_keys, image_rows)
@@ -676,7 +674,7 @@ def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, 
         vs_test = _best_pairs({k: np.concatenate([vs_test[k], found[k]]) for k in vs_test}, config.max_pairs_per_row)
         for r in np.unique(found["other"]).tolist():
             i = r - int(q.rows[0])
-            test_names[r] = (q.names[i], _index_list(q.dataset_index[i : i + 1])[0])
+            test_names[r] = (q.names[i].as_py(), _index_list(q.dataset_index[i : i + 1])[0])
         kept = set(np.unique(vs_test["other"]).tolist())
         test_names = {r: v for r, v in test_names.items() if r in kept}
 
