@@ -75,12 +75,26 @@ class TrlParams(BudgetParams):
     max_total_tokens: PositiveInt | None
 
 
+class AuditParams(Section):
+    """Contamination audit (README, "Contamination audit")."""
+
+    near_image_max_distance: Annotated[int, Field(ge=0, lt=32)]  # bits between 64-bit perceptual hashes
+    image_hash: Literal["phash", "dhash"]
+    near_item_threshold: Annotated[float, Field(gt=0, le=1)]  # estimated Jaccard of question+options
+    num_perm: PositiveInt  # MinHash permutations
+    shingle: PositiveInt  # words per shingle
+    seed: int
+    max_pairs_per_row: PositiveInt  # pairs written per train row and kind (counts use all)
+    num_proc: PositiveInt
+
+
 SECTIONS: dict[str, type[Section]] = {
     "raw": RawParams,
     "hf_bytes": HfBytesParams,
     "tokenizer": TokenizerParams,
     "verl": VerlParams,
     "trl": TrlParams,
+    "audit": AuditParams,
 }
 
 
