@@ -6,6 +6,7 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 
 from vlprep.card import Card, StageDrops, features_from_arrow, features_yaml, loading_files, render_card
@@ -45,7 +46,7 @@ def test_card_metadata_parses_with_huggingface_hub():
     assert data["task_categories"] == ["visual-question-answering", "image-text-to-text"]
     assert data["size_categories"] == ["n<1K"]
     assert data["dataset_info"]["splits"] == [{"name": "train", "num_examples": 10}, {"name": "test", "num_examples": 3}]
-    info = datasets.DatasetInfosDict.from_dataset_card_data(card.data)
+    info = DatasetInfosDict.from_dataset_card_data(card.data)
     assert info["default"].features == datasets.Features.from_dict(TRL_FEATURES)
     for section in ["## Splits", "## Features", "## How it was built", "## Dropped rows", "### `datasets`",
                     "### TRL", "### verl", "`reasoning_missing`", "`no_image`"]:

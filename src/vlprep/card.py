@@ -65,10 +65,10 @@ def features_yaml(features: dict) -> list:
         kind = obj.pop("_type", None)
         if kind == "List":
             value = inner(obj.pop("feature"))
-            # {"list": {"dtype": "string"}} is written {"list": "string"}
-            if len(value) == 1 and "dtype" in value and isinstance(value["dtype"], str):
+            # {"list": {"dtype": "string"}} is written {"list": "string"}, {"list": {"struct": [...]}} {"list": [...]}
+            if list(value) == ["dtype"]:
                 value = value["dtype"]
-            elif len(value) == 1 and "struct" in value:
+            elif list(value) == ["struct"]:
                 value = value["struct"]
             return {"list": value, **obj}
         if kind == "Value":

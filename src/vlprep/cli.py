@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -37,6 +38,15 @@ def find_dvc_yaml() -> Path | None:
 def stage_lines() -> list[str]:
     path = find_dvc_yaml()
     stages = yaml.safe_load(path.read_text()).get("stages", {}) if path else {}
+    params = path.parent / "params.yaml" if path else None
+    params = yaml.safe_load(params.read_text()) if params and params.is_file() else {}
+
+    def resolve(match: re.Match) -> str:  # ${tokenizer.out} -> its value in params.yaml
+        value = params
+        for part in match.group(1).split("."):
+            value = value.get(part, {}) if isinstance(value, dict) else {}
+        return value if isinstance(value, str) else match.group(0)
+
     lines = []
     for name in stages or STAGES:
         body = stages.get(name, {})
@@ -44,9 +54,11 @@ def stage_lines() -> list[str]:
         outs = [next(iter(o)) if isinstance(o, dict) else o for o in body.get("outs", [])]
         foreach = str(stages.get(name, {}).get("foreach", ""))
         var = "<product>" if "products" in foreach else "<split>" if foreach else ""
-        lines.append(f"  {name + ('@' + var if var else ''):<18} {STAGES.get(name, '')}")
+        lines += textwrap.wrap(f"{name + ('@' + var if var else ''):<18} {STAGES.get(name, '')}", 100,
+                               initial_indent="  ", subsequent_indent=" " * 21)
         if outs:
-            writes = ", ".join(o.replace("${key}", var).replace("${item}", var) for o in outs)
+            writes = ", ".join(re.sub(r"\$\{([\w.]+)\}", resolve, o.replace("${key}", var).replace("${item}", var))
+                               for o in outs)
             lines += textwrap.wrap(f"writes {writes}", 100, initial_indent=" " * 21, subsequent_indent=" " * 21)
     return lines
 
