@@ -1,5 +1,6 @@
 """The preview page: pure rendering (escaped, deterministic, self-contained), and the page `dvc repro`
 writes, opened from a file:// URL in a real headless Chromium (Debian's `chromium` package)."""
+import base64
 import io
 import os
 import re
@@ -45,7 +46,16 @@ def test_images_that_browsers_cannot_show_become_png():
     out = io.BytesIO()
     Image.new("RGB", (4, 4)).save(out, "TIFF")
     assert data_uri(out.getvalue()).startswith("data:image/png;base64,")
-    assert data_uri(png()).startswith("data:image/png;base64,")
+    assert data_uri(png()) == "data:image/png;base64," + base64.b64encode(png()).decode()  # small: as it is
+
+
+def test_large_images_become_thumbnails():
+    out = io.BytesIO()
+    Image.new("RGB", (2000, 1000), (10, 200, 10)).save(out, "JPEG")
+    uri = data_uri(out.getvalue())
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as im:
+        assert im.size == (384, 192)
+    assert data_uri(out.getvalue()) == uri
 
 
 def test_samples_are_seeded_per_section():

@@ -15,17 +15,26 @@ MIME = [(b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b
         (b"BM", "image/bmp")]
 
 
+# Larger images are shown as a thumbnail of this side, so the page stays small with real data.
+MAX_SIDE = 384
+
+
 def data_uri(data: bytes) -> str:
+    """The image as a data: URI: as it is if a browser shows it and it is small, else a PNG
+    (re-encoded deterministically, downscaled to MAX_SIDE)."""
+    from PIL import Image
+
     mime = next((m for magic, m in MIME if data.startswith(magic)), None)
     if mime is None and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         mime = "image/webp"
-    if mime is None:
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
+    with Image.open(io.BytesIO(data)) as im:
+        large = max(im.size) > MAX_SIDE
+        if mime is None or large:
+            im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
+            im.thumbnail((MAX_SIDE, MAX_SIDE))
             out = io.BytesIO()
-            im.convert("RGBA" if "A" in im.getbands() else "RGB").save(out, "PNG")
-        data, mime = out.getvalue(), "image/png"
+            im.save(out, "PNG")
+            data, mime = out.getvalue(), "image/png"
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
