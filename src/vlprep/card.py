@@ -213,7 +213,7 @@ def description_text(pretty_name: str, description: str, product: str) -> str:
 # --- how to load each product ---------------------------------------------------------------------
 
 VERL_CMD = """python -m verl.trainer.main_ppo \\
-  data.train_files={train} data.val_files={val} \\
+  'data.train_files={train}' 'data.val_files={val}' \\
   data.prompt_key=prompt data.image_key=images data.filter_overlong_prompts=False \\
   data.max_prompt_length=<max of extra_info.prompt_tokens + extra_info.image_tokens> \\
   reward.custom_reward_function.path=my_reward.py reward.custom_reward_function.name=compute_score ..."""
@@ -251,7 +251,7 @@ def loading_files(product: str, files: dict[str, str], hub: bool, shards: dict[s
     train = paths.get("train", next(iter(paths.values())))
     val = paths.get("test", paths.get("validation", train))
     where = ('datasets.load_dataset("<user>/<repo>")  # or the folder: datasets.load_dataset("path/to/folder")'
-             if hub else f'datasets.load_dataset("parquet", data_files={data_files})')
+             if hub else f'datasets.load_dataset("parquet", data_files={data_files})  # from this directory')
     images = {"verl": "`images` come back as `{bytes, path}` dicts, as verl expects",
               "trl": "`images` come back as PIL images (the file's feature metadata), as TRL expects",
               "hf_bytes": "`images` come back as PIL images"}[product]
@@ -264,7 +264,7 @@ ds = {where}
 
 {images}."""
     fetch = ("Download the files first (`hf download <user>/<repo> --repo-type dataset --local-dir hub`), "
-             "then point verl at them.\n\n" if hub else "")
+             "then point verl at them.\n\n" if hub else "From this directory:\n\n")
     if product == "verl":
         text += f"""
 
