@@ -8,6 +8,10 @@ import pytest
 from conftest import git_commit_all, md5_tree, run, set_params
 
 ALL_STAGES = {"raw", "tokenizer", "hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}
+# The cards next to verl/trl files and the preview show params and data of the stages above: they rerun
+# (in about a second) whenever those change. (A fix that leaves every output's bytes as they were, like
+# the image_code case, reruns neither.)
+REPORTS = {"card", "preview"}
 
 
 def repro_ran(repo) -> set[str]:
@@ -26,13 +30,13 @@ def committed_repo(scratch_repo):
 @pytest.mark.parametrize(
     "change,expected",
     [
-        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
-        ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train"}),
-        ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test"}),
-        ({"trl.splits": ["train", "test"]}, {"trl@test"}),
-        ({"verl.max_pixels": 200704}, {"verl@train", "verl@test"}),
+        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train", *REPORTS}),
+        ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train", *REPORTS}),
+        ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test", *REPORTS}),
+        ({"trl.splits": ["train", "test"]}, {"trl@test", *REPORTS}),
+        ({"verl.max_pixels": 200704}, {"verl@train", "verl@test", *REPORTS}),
         ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
-          "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train"}),
+          "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train", *REPORTS}),
         # A fix to the image header parser: hf_bytes then writes the same bytes, yet verl/trl must rerun
         # too, since they parse the headers themselves (for the image-token budget).
         ({"edit": "src/vlprep/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),

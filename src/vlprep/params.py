@@ -88,6 +88,27 @@ class AuditParams(Section):
     num_proc: PositiveInt
 
 
+class CardParams(Section):
+    """The dataset cards and hf_bytes' dataset_info.json."""
+
+    pretty_name: Annotated[str, Field(min_length=1)]
+    description: Annotated[str, Field(min_length=1)]
+    license: Annotated[str, Field(min_length=1)]  # a Hub licence id; `other` when the sources' terms apply
+    homepage: str
+    citation: str
+
+
+class PreviewParams(Section):
+    rows_per_split: PositiveInt  # per split and target
+    rejects_per_reason: NonNegativeInt  # per stage, split and reason
+    seed: int
+
+
+class ExportParams(Section):
+    products: list[Literal["hf_bytes", "verl", "trl"]]  # empty: the export stage does not exist
+    rows_per_shard: PositiveInt
+
+
 SECTIONS: dict[str, type[Section]] = {
     "raw": RawParams,
     "hf_bytes": HfBytesParams,
@@ -95,6 +116,9 @@ SECTIONS: dict[str, type[Section]] = {
     "verl": VerlParams,
     "trl": TrlParams,
     "audit": AuditParams,
+    "card": CardParams,
+    "preview": PreviewParams,
+    "export": ExportParams,
 }
 
 

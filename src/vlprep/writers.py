@@ -14,7 +14,7 @@ import os
 import shutil
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -149,9 +149,13 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
     return [p for f in schema for p in walk(f.name, f.type)]
 
 
-def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20) -> int:
+def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20,
+                     info: dict | None = None, extra_files: Callable[[int], dict] | None = None) -> int:
     """Write the layout `datasets.Dataset.save_to_disk` produces (Arrow stream shards + dataset_info.json +
-    state.json), streaming: only the current table is in memory. Returns rows written."""
+    state.json), streaming: only the current table is in memory. Returns rows written.
+
+    `info` fills dataset_info.json's description/license/homepage/citation; `extra_files(rows)` gives
+    more files (name -> text, e.g. the README.md card) once every row is written, published with the rest."""
     schema = arrow_schema(features)
     rows = 0
     with atomic_path(final) as tmp:
@@ -188,7 +192,8 @@ def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], sh
             with open(tmp / name, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 24), b""):
                     crc = zlib.crc32(chunk, crc)
-        info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
+        dataset_info = {"citation": "", "description": "", "homepage": "", "license": "", **(info or {}),
+                        "features": features}
         state = {
             "_data_files": [{"filename": n} for n in names],
             "_fingerprint": f"{crc:08x}{rows:08x}",
@@ -198,6 +203,8 @@ def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], sh
             "_output_all_columns": False,
             "_split": None,
         }
-        (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        (tmp / "dataset_info.json").write_text(json.dumps(dataset_info, indent=2, sort_keys=True) + "\n")
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files(rows) if extra_files else {}).items():
+            (tmp / name).write_text(text)
     return rows
