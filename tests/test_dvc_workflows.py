@@ -30,10 +30,11 @@ def committed_repo(scratch_repo):
 @pytest.mark.parametrize(
     "change,expected",
     [
-        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train", *REPORTS}),
+        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train",
+                                               "audit", "summary", *REPORTS}),
         ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train", *REPORTS}),
         ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test", *REPORTS}),
-        ({"trl.splits": ["train", "test"]}, {"trl@test", *REPORTS}),
+        ({"trl.splits": ["train", "test"]}, {"trl@test", "summary", *REPORTS}),  # summary: a new metrics file
         ({"verl.max_pixels": 200704}, {"verl@train", "verl@test", *REPORTS}),
         ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
           "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train", *REPORTS}),
