@@ -68,7 +68,7 @@ EXTRA_SPECIAL_TOKENS = [tok for tok, special in ADDED_TOKENS[1:] if special]
 # Qwen2.5-VL-7B-Instruct's chat template, verbatim (one line on the hub; split here for reading,
 # the concatenation is identical). A message list without a leading system turn gets the default
 # system prompt; a part is an image if its type is "image" *or* it merely has an "image" /
-# "image_url" key, which is why TRL parts must not carry such keys (see NOTES.md).
+# "image_url" key, which is why TRL parts must not carry such keys (docs/formats.md, trl).
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"

@@ -63,7 +63,7 @@ HF_BYTES_SCHEMA = arrow_schema(HF_BYTES_FEATURES)
 
 IMAGES_TYPE = arrow_type(list_of(image()))
 
-# verl: the row format RLHFDataset reads with prompt_key=prompt, image_key=images (SPEC §3).
+# verl: the row format RLHFDataset reads with prompt_key=prompt, image_key=images (docs/formats.md, verl).
 VERL_SCHEMA = pa.schema(
     [
         ("data_source", pa.string()),

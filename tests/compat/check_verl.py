@@ -155,14 +155,14 @@ def image_pad_runs(token_ids, pad_id):
 
 
 def check_schema(table):
-    """Arrow-level format checks (SPEC §3). Returns a list of problems."""
+    """Arrow-level format checks (docs/formats.md, verl). Returns a list of problems."""
     problems = []
     for name in ("data_source", "prompt", "images", "ability", "reward_model", "extra_info"):
         if name not in table.schema.names:
             problems.append(f"missing column {name!r}")
     if problems:
         return problems
-    # images: list<struct<bytes: binary, path: string>> (SPEC §3). A path column that is
+    # images: list<struct<bytes: binary, path: string>> (docs/formats.md, verl). A path column that is
     # all null may come out as Arrow type null; datasets/verl read that the same way.
     t = table.schema.field("images").type
     item = t.value_type if (pa.types.is_list(t) or pa.types.is_large_list(t)) else None
