@@ -37,7 +37,7 @@ def main() -> None:
     for split in sorted(load_params()["inputs"]):
         names, indexes = identities(args.hf_bytes / split)
         flagged = read_flagged(args.flagged) if drop and split == "train" else {}
-        size = subset.size if split in subset.splits else None
+        size = subset.rows if split in subset.splits else None
         left_out = select_rows(names, indexes, flagged, size, subset.seed, subset.stratify)
         with atomic_path(args.output / f"{split}.parquet") as tmp:
             pq.write_table(selection_table(left_out), tmp, compression="zstd", write_statistics=False)

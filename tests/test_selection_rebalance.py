@@ -204,7 +204,7 @@ def test_contaminated_rows_go_first_then_the_subset_among_the_rest():
 
 def test_the_targets_drop_what_the_selection_lists(tmp_path, tokenizer_dir):
     path = tmp_path / "train.parquet"
-    pq.write_table(selection_table([(1, "outside_subset", "subset.size=2 seed=0"),
+    pq.write_table(selection_table([(1, "outside_subset", "subset.rows=2 seed=0"),
                                     (3, "contaminated_near_item", "audit kinds: near_item")]), path)
     verl = load_section("verl", REPO / "params.yaml").model_copy(update={"tokenizer": tokenizer_dir})
     table, stats = VERL.convert_batch(hf_rows(4), verl, "train", selection=load_selection(str(path)))
@@ -217,6 +217,21 @@ def test_the_targets_drop_what_the_selection_lists(tmp_path, tokenizer_dir):
 
 
 # ------------------------------------------------------------------ the pipeline
+
+
+def test_no_param_is_named_like_what_dvc_run_cache_ignores():
+    """DVC's run cache drops every key named `size` or `nfiles` from a stage's identity (dict_sha256 with
+    exclude, in dvc.stage.cache): a param so named would let `dvc repro` restore another value's outputs."""
+    import yaml
+
+    def keys(node, path=""):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield f"{path}{k}", k
+                yield from keys(v, f"{path}{k}.")
+
+    bad = [full for full, k in keys(yaml.safe_load((REPO / "params.yaml").read_text())) if k in ("size", "nfiles")]
+    assert bad == []
 
 
 def metrics(repo, stage, split):
@@ -238,7 +253,7 @@ def test_defaults_write_letter_metrics_and_plots(repro_repo):
 def test_subset_reruns_only_the_train_targets_and_counts_the_rest(scratch_repo):
     repo = scratch_repo
     before = pq.read_table(repo / "data/verl/test.parquet")
-    set_params(repo, **{"subset.size": 50})
+    set_params(repo, **{"subset.rows": 50})
     assert repro_ran(repo) == {"select", "verl@train", "trl@train", "summary", *REPORTS}
     m = metrics(repo, "verl", "train")
     assert m["rows_out"] == 50 and m["dropped"]["outside_subset"] == m["rows_in"] - 50
@@ -248,7 +263,7 @@ def test_subset_reruns_only_the_train_targets_and_counts_the_rest(scratch_repo):
     assert pq.read_table(repo / "data/verl/test.parquet").equals(before)
     rejects = pq.read_table(repo / "data/rejects/verl/train.parquet").to_pylist()
     assert Counter(r["reason"] for r in rejects)["outside_subset"] == m["rows_in"] - 50
-    set_params(repo, **{"subset.size": 100})
+    set_params(repo, **{"subset.rows": 100})
     assert repro_ran(repo) == {"select", "verl@train", "trl@train", "summary", *REPORTS}
     larger = {e["dataset_index"] for e in pq.read_table(repo / "data/verl/train.parquet").column("extra_info").to_pylist()}
     assert verl_rows < larger  # nested

@@ -46,7 +46,7 @@ DROP_REASONS = {
     "contaminated_exact_image": "train row sharing an image's exact bytes with a test row (audit), with audit.drop_train_contaminated",
     "contaminated_near_image": "train row with a near-duplicate image of a test row (audit), with audit.drop_train_contaminated",
     "contaminated_near_item": "train row whose question and options nearly repeat a test row's (audit), with audit.drop_train_contaminated",
-    "outside_subset": "not among the subset.size rows the seeded subset selected",
+    "outside_subset": "not among the subset.rows rows the seeded subset selected",
 }
 
 

@@ -8,7 +8,7 @@ out: `row` (position in the hf_bytes split, as verl's extra_info.index), `reason
 copied, no image read.
 
 Subsets: every row gets a key, a 64-bit hash of (subset.seed, dataset_name, dataset_index, row); the
-subset is the `size` rows of smallest key (stratified: smallest *priority*, see `subset_order`). The
+subset is the `subset.rows` rows of smallest key (stratified: smallest *priority*, see `subset_order`). The
 order is fixed by the seed, so for one seed a smaller subset is always inside a larger one (nested).
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def select_rows(names: list, indexes: list, flagged: dict[int, list[str]], size:
             keys = subset_keys(seed, names, indexes)[candidates]
             strata = [names[r] for r in candidates] if stratify else None
             outside = candidates[subset_order(keys, strata)[size:]]
-            detail = f"subset.size={size} seed={seed}" + (" stratified" if stratify else "")
+            detail = f"subset.rows={size} seed={seed}" + (" stratified" if stratify else "")
             for row in outside.tolist():
                 left_out[row] = ("outside_subset", detail)
     return [(row, *left_out[row]) for row in sorted(left_out)]
