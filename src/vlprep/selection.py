@@ -27,7 +27,12 @@ import pyarrow.parquet as pq
 from vlprep.metrics import Rejected
 
 SELECTION_SCHEMA = pa.schema([("row", pa.int64()), ("reason", pa.string()), ("detail", pa.string())])
-AUDIT_KINDS = ("exact_image", "near_image", "near_item")  # train-vs-test kinds, most specific first
+# train-vs-test audit kind -> drop reason, most specific first (a row matching several is named by the first)
+CONTAMINATED = {
+    "exact_image": "contaminated_exact_image",
+    "near_image": "contaminated_near_image",
+    "near_item": "contaminated_near_item",
+}
 
 
 def subset_keys(seed: int, names: list, indexes: list) -> np.ndarray:
@@ -67,9 +72,9 @@ def select_rows(names: list, indexes: list, flagged: dict[int, list[str]], size:
     of `size` (None: no subset)."""
     left_out: dict[int, tuple[str, str]] = {}
     for row, kinds in flagged.items():
-        test_kinds = [k for k in AUDIT_KINDS if k in kinds]
+        test_kinds = [k for k in CONTAMINATED if k in kinds]
         if test_kinds:  # within-train duplicates (train_*) are not contamination: kept
-            left_out[row] = (f"contaminated_{test_kinds[0]}", "audit kinds: " + ", ".join(test_kinds))
+            left_out[row] = (CONTAMINATED[test_kinds[0]], "audit kinds: " + ", ".join(test_kinds))
     if size is not None:
         candidates = np.array([r for r in range(len(names)) if r not in left_out], dtype=np.int64)
         if size < len(candidates):
