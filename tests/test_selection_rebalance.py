@@ -285,3 +285,31 @@ def test_audit_thresholds_rerun_only_the_audit_unless_dropping(scratch_repo):
     ran = repro_ran(repo)
     assert {"audit", "select", "verl@train", "trl@train"} <= ran and not {"verl@test", "hf_bytes@train"} & ran
     assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_all_three_features_in_the_pipeline_same_bytes_with_num_proc_2(scratch_repo):
+    """rebalance + contamination drop + stratified subset through `dvc repro`: consistent rows, and the
+    same bytes with two worker processes (workers inherit the selection, permutations are per row)."""
+    from conftest import md5_tree
+
+    repo = scratch_repo
+    before = {e["index"]: e for e in pq.read_table(repo / "data/verl/train.parquet").column("extra_info").to_pylist()}
+    set_params(repo, **{"verl.rebalance": "permute", "trl.rebalance": "permute", "audit.drop_train_contaminated": True,
+                        "subset.rows": 15, "subset.stratify": True})
+    run(["dvc", "repro"], repo)
+    m = metrics(repo, "verl", "train")
+    assert m["rows_out"] == 15 and m["dropped"]["outside_subset"] > 0
+    assert any(k.startswith("contaminated_") for k in m["dropped"]) and m["rebalance_permuted"] > 0
+    for r in pq.read_table(repo / "data/verl/train.parquet").to_pylist():
+        info, old = r["extra_info"], before[r["extra_info"]["index"]]
+        assert info["answer"] == old["answer"] == r["reward_model"]["ground_truth"]
+        assert json.loads(info["options"])[info["answer_label"]] == json.loads(old["options"])[old["answer_label"]]
+        assert sorted(json.loads(info["options"]).items()) != [] and \
+               sorted(json.loads(info["options"]).values()) == sorted(json.loads(old["options"]).values())
+    for r in pq.read_table(repo / "data/trl/train.parquet").to_pylist():
+        assert json.loads(r["options"])[r["answer_label"]] == r["answer"]
+        assert r["text"].rstrip().endswith(f"<answer> {r['answer_label']} </answer><|im_end|>")
+    outputs = {p: md5_tree(repo / p) for p in ("data/verl", "data/trl", "data/rejects", "metrics/verl", "metrics/trl")}
+    set_params(repo, **{"verl.num_proc": 2, "trl.num_proc": 2})
+    assert {"verl@train", "trl@train"} <= repro_ran(repo)
+    assert {p: md5_tree(repo / p) for p in outputs} == outputs
