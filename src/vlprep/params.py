@@ -100,7 +100,7 @@ class SubsetParams(Section):
     # rows per split in `splits`; null = all rows. Not called `size`: DVC's run cache leaves any key named
     # size or nfiles out of a stage's key (dvc.stage.cache), so `dvc repro`/`dvc exp run` would restore the
     # outputs of a run with another size (tests/test_selection_rebalance.py checks params.yaml for such keys).
-    rows: NonNegativeInt | None
+    rows: PositiveInt | None
     seed: int
     stratify: bool  # proportional to dataset_name (Sainte-Laguë rounding); nested like the plain subset
     splits: list[str]  # the splits it applies to
