@@ -40,9 +40,12 @@ def main() -> None:
     hf_bytes = load_section("hf_bytes").model_dump(exclude={"num_proc"})
     verl = load_section("verl").model_dump(exclude={"num_proc"})
     trl = load_section("trl")
+    # the row selection (stage select) both products are built from
+    select = {"subset": load_section("subset").model_dump(),
+              "audit": {"drop_train_contaminated": load_section("audit").drop_train_contaminated}}
     cards = {
-        "verl": product_card("verl", inputs, {"hf_bytes": hf_bytes, "verl": verl}),
-        "trl": product_card("trl", trl.splits, {"hf_bytes": hf_bytes, "trl": trl.model_dump(exclude={"num_proc"})}),
+        "verl": product_card("verl", inputs, {"hf_bytes": hf_bytes, **select, "verl": verl}),
+        "trl": product_card("trl", trl.splits, {"hf_bytes": hf_bytes, **select, "trl": trl.model_dump(exclude={"num_proc"})}),
     }
     for product, text in cards.items():
         with atomic_path(Path("data") / product / "README.md") as tmp:

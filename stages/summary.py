@@ -9,15 +9,20 @@ from vlprep.metrics import write_json
 
 
 def headline(metrics_dir: Path) -> dict:
-    """{"kept": {"<split>.<stage>": rows_out}}: short column names, unique among all metrics (the
-    details, drops by reason included, stay in each stage's own file)."""
-    out: dict = {"kept": {}}
+    """{"kept": {"<split>.<stage>": rows_out}, "letter_max_share": {"<split>.<stage>": share}}: short
+    column names, unique among all metrics (the details, drops by reason included, stay in each stage's
+    own file). letter_max_share is the share of the most frequent correct letter (answer-letter balance:
+    1/k when uniform over k letters), for the stages that count letters (the trainer targets)."""
+    out: dict = {"kept": {}, "letter_max_share": {}}
     for path in sorted(metrics_dir.glob("*/*.json")):
         stage, split = path.parent.name, path.stem
         m = json.loads(path.read_text())
         if "rows_out" not in m:
             continue  # not a stage's row accounting (e.g. an audit report)
         out["kept"][f"{split}.{stage}"] = m["rows_out"]
+        letters = m.get("answer_letter")
+        if letters:
+            out["letter_max_share"][f"{split}.{stage}"] = round(max(letters.values()) / sum(letters.values()), 4)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Stage `trl`: hf_bytes split -> TRL vision SFT parquet.  usage: trl.py SPLIT HF_BYTES_DIR OUT.parquet"""
+"""Stage `trl`: hf_bytes split -> TRL vision SFT parquet.  usage: trl.py SPLIT HF_BYTES_DIR OUT.parquet [SELECTION.parquet]
+(SELECTION: the rows stage select leaves out, data/select/<split>.parquet)"""
 import argparse
 from pathlib import Path
 
@@ -12,8 +13,9 @@ def main() -> None:
     ap.add_argument("split")
     ap.add_argument("source", type=Path)
     ap.add_argument("output", type=Path)
+    ap.add_argument("selection", type=Path, nargs="?")
     args = ap.parse_args()
-    TRL.run(args.split, args.source, args.output, load_section("trl"))
+    TRL.run(args.split, args.source, args.output, load_section("trl"), selection=args.selection)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Stage `verl`: hf_bytes split -> verl RLHFDataset parquet.  usage: verl.py SPLIT HF_BYTES_DIR OUT.parquet"""
+"""Stage `verl`: hf_bytes split -> verl RLHFDataset parquet.  usage: verl.py SPLIT HF_BYTES_DIR OUT.parquet [SELECTION.parquet]
+(SELECTION: the rows stage select leaves out, data/select/<split>.parquet)"""
 import argparse
 from pathlib import Path
 
@@ -16,6 +17,7 @@ def main() -> None:
     ap.add_argument("split")
     ap.add_argument("source", type=Path)
     ap.add_argument("output", type=Path)
+    ap.add_argument("selection", type=Path, nargs="?")
     args = ap.parse_args()
     p = load_section("verl")
     post = [limit_rows(p.max_rows, verl_row_refs(str(args.source)))]
@@ -23,7 +25,7 @@ def main() -> None:
         size = sum(f.stat().st_size for f in hf_dataset_files(args.source))
         work = work_path(f"shuffle-{args.split}")
         post.insert(0, lambda tables, stats: shuffled(tables, p.seed, work, size))
-    VERL.run(args.split, args.source, args.output, p, post)
+    VERL.run(args.split, args.source, args.output, p, post, args.selection)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ def committed_repo(scratch_repo):
     "change,expected",
     [
         ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train",
-                                               "audit", "summary", *REPORTS}),
+                                               "audit", "select", "summary", *REPORTS}),
         ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train", *REPORTS}),
         ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test", *REPORTS}),
         ({"trl.splits": ["train", "test"]}, {"trl@test", "summary", *REPORTS}),  # summary: a new metrics file
@@ -41,9 +41,14 @@ def committed_repo(scratch_repo):
         # A fix to the image header parser: hf_bytes then writes the same bytes, yet verl/trl must rerun
         # too, since they parse the headers themselves (for the image-token budget).
         ({"edit": "src/vlprep/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
+        # The audit's thresholds reach no target while audit.drop_train_contaminated is off: select
+        # rewrites the same (empty) selection files (tests/test_selection_rebalance.py: with it on).
+        ({"audit.near_item_threshold": 0.8}, {"audit", "select"}),
+        # rebalance permutes train rows only; verl@test reruns (it reads the verl section) to the same bytes
+        ({"verl.rebalance": "permute"}, {"verl@train", "verl@test", "summary", *REPORTS}),
     ],
     ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "trl_test_split", "pixel_limit", "tokenizer_stage",
-         "image_code"],
+         "image_code", "audit_threshold", "verl_rebalance"],
 )
 def test_a_change_reruns_exactly_its_stages(scratch_repo, change, expected):
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout

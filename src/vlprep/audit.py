@@ -664,7 +664,8 @@ def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, 
     pairs = _pairs_table(index, vs_test, within, test_names)
     flagged = _flagged_table(index, vs_test, within)
     metrics = {
-        "params": config.model_dump(exclude={"num_proc"}),  # num_proc never changes the result
+        # num_proc never changes the result; drop_train_contaminated is for stage select, not the audit
+        "params": config.model_dump(exclude={"num_proc", "drop_train_contaminated"}),
         "lsh_bands": {"bands": index.item_bands[0], "rows": index.item_bands[1]},
         "rows": {"train": train_stats.rows_in, "test": test_stats.rows_in},
         "images": {"train": train_stats.counts["images"], "test": test_stats.counts["images"]},

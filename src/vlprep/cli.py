@@ -20,6 +20,8 @@ STAGES = {
     "tokenizer": "the Qwen2.5-VL tokenizer, built offline",
     "verl": "hf_bytes -> verl RL parquet (prompt, images, reward_model, extra_info with token counts)",
     "trl": "hf_bytes -> TRL SFT parquet (messages, images, rendered text, token counts)",
+    "select": "the rows verl and trl leave out: contaminated train rows (audit.drop_train_contaminated), "
+              "rows outside the seeded subset (subset)",
     "card": "dataset cards next to the verl and trl files",
     "preview": "a self-contained HTML page with sampled rows and dropped rows",
     "export": "Hub-ready folders (off by default: export.products in params.yaml)",

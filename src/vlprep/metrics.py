@@ -42,6 +42,11 @@ DROP_REASONS = {
     "over_max_prompt_tokens": "prompt (text + image tokens) longer than verl.max_prompt_tokens",
     "over_max_total_tokens": "prompt + images + response longer than trl.max_total_tokens",
     "beyond_max_rows": "past verl.max_rows",
+    # row selection (stage select, applied by verl and trl): contamination, then the seeded subset
+    "contaminated_exact_image": "train row sharing an image's exact bytes with a test row (audit), with audit.drop_train_contaminated",
+    "contaminated_near_image": "train row with a near-duplicate image of a test row (audit), with audit.drop_train_contaminated",
+    "contaminated_near_item": "train row whose question and options nearly repeat a test row's (audit), with audit.drop_train_contaminated",
+    "outside_subset": "not among the subset.rows rows the seeded subset selected",
 }
 
 
@@ -87,6 +92,9 @@ class StageStats:
     # exact and order-independent, so min/mean/p95/max and plots do not depend on num_proc, and memory
     # grows with the number of distinct values, not with rows.
     series: dict = field(default_factory=lambda: defaultdict(Counter))
+    # Categorical histograms (category -> rows), e.g. the correct answer's letter: in the metrics as
+    # {name: {category: rows}}, in the plots as rows {name: category, rows: n}. Merged like `series`.
+    categories: dict = field(default_factory=lambda: defaultdict(Counter))
     # One record per dropped row (RowRef fields + reason + detail; no image bytes), in drop order. The
     # runner moves them to the rejects file after every unit, so this holds one unit's worth at most.
     rejects: list = field(default_factory=list)
@@ -98,6 +106,9 @@ class StageStats:
     def observe(self, name: str, value: int) -> None:
         self.series[name][int(value)] += 1
 
+    def tally(self, name: str, category: str) -> None:
+        self.categories[name][str(category)] += 1
+
     def merge(self, other: "StageStats") -> None:
         self.rows_in += other.rows_in
         self.rows_out += other.rows_out
@@ -105,6 +116,8 @@ class StageStats:
         self.counts.update(other.counts)
         for name, hist in other.series.items():
             self.series[name].update(hist)
+        for name, hist in other.categories.items():
+            self.categories[name].update(hist)
         self.rejects.extend(other.rejects)
 
     def take_rejects(self) -> list[dict]:
@@ -125,6 +138,7 @@ class StageStats:
             "dropped": dict(sorted(self.dropped.items())),
             **dict(sorted(self.counts.items())),
             **{name: summarize(hist) for name, hist in sorted(self.series.items())},
+            **{name: dict(sorted(hist.items())) for name, hist in sorted(self.categories.items())},
         }
 
 
@@ -145,8 +159,13 @@ def summarize(hist: Counter) -> dict:
 
 
 def histogram_rows(hist: Counter, name: str) -> list[dict]:
-    """Rows for a DVC plot file: one entry per distinct value."""
+    """Rows for a DVC plot file: one entry per distinct value (or category)."""
     return [{name: v, "rows": hist[v]} for v in sorted(hist)]
+
+
+def plot_files(stats: StageStats) -> dict[str, list[dict]]:
+    """series/category name -> its plot rows: what a stage writes under plots/<stage>/<split>/."""
+    return {name: histogram_rows(hist, name) for name, hist in sorted({**stats.series, **stats.categories}.items())}
 
 
 def write_json(path: Path, data) -> None:

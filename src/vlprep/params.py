@@ -59,6 +59,10 @@ class BudgetParams(Section):
     resize_to_max_pixels: bool
     row_group_size: PositiveInt
     num_proc: PositiveInt
+    # Answer-letter balance of the train split (README, "Answer-letter balance"): `permute` moves each
+    # row's correct option to a position drawn uniformly from its options, seeded by rebalance_seed.
+    rebalance: Literal["none", "permute"]
+    rebalance_seed: int
 
 
 class VerlParams(BudgetParams):
@@ -86,6 +90,20 @@ class AuditParams(Section):
     seed: int
     max_pairs_per_row: PositiveInt  # pairs written per train row and kind (counts use all)
     num_proc: PositiveInt
+    # verl/trl train outputs leave out train rows matching a test row (stage select; not read by audit)
+    drop_train_contaminated: bool
+
+
+class SubsetParams(Section):
+    """A seeded subset of rows the targets are built from (stage select; README, "Seeded subsets")."""
+
+    # rows per split in `splits`; null = all rows. Not called `size`: DVC's run cache leaves any key named
+    # size or nfiles out of a stage's key (dvc.stage.cache), so `dvc repro`/`dvc exp run` would restore the
+    # outputs of a run with another size (tests/test_selection_rebalance.py checks params.yaml for such keys).
+    rows: PositiveInt | None
+    seed: int
+    stratify: bool  # proportional to dataset_name (Sainte-Laguë rounding); nested like the plain subset
+    splits: list[str]  # the splits it applies to
 
 
 class CardParams(Section):
@@ -116,6 +134,7 @@ SECTIONS: dict[str, type[Section]] = {
     "verl": VerlParams,
     "trl": TrlParams,
     "audit": AuditParams,
+    "subset": SubsetParams,
     "card": CardParams,
     "preview": PreviewParams,
     "export": ExportParams,

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator
 import pyarrow as pa
 
 from vlprep.executor import AttachFn, as_is, run_units
-from vlprep.metrics import Rejected, RowRef, StageStats, histogram_rows, write_json
+from vlprep.metrics import Rejected, RowRef, StageStats, plot_files, write_json
 from vlprep.progress import with_progress
 from vlprep.schema import REJECTS_SCHEMA
 from vlprep.failures import InputError
@@ -74,8 +74,8 @@ def run_stage(
                  f"see {rejects_path(stage, split)}")
     stats.check_balance()
     write_json(metrics_path, stats.as_dict())
-    for series, hist in sorted(stats.series.items()):
-        write_json(plots_dir / f"{series}.json", histogram_rows(hist, series))
+    for plot, rows in plot_files(stats).items():
+        write_json(plots_dir / f"{plot}.json", rows)
     print(f"{name}: kept {stats.rows_out}/{stats.rows_in} rows; dropped {dict(stats.dropped)}", file=sys.stderr)
     return stats
 

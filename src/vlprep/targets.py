@@ -18,7 +18,9 @@ from vlprep.images import probe, resize_image
 from vlprep.metrics import Rejected, StageStats
 from vlprep.params import BudgetParams
 from vlprep.prompts import reject_reserved_markers
+from vlprep.rebalance import rebalance_row
 from vlprep.runner import Post, run_stage
+from vlprep.selection import Selection, load_selection
 from vlprep.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
 from vlprep.tokens import ImageShapeError, image_tokens, load_tokenizer, smart_resize
 from vlprep.writers import write_parquet
@@ -76,22 +78,57 @@ class TrainerTarget:
         return () if params.resize_to_max_pixels else ("images",)
 
     def convert_batch(self, batch: pa.Table, params: BudgetParams, split: str, where: str = "batch",
-                      first_row: int = 0, complete: bool = True) -> tuple[pa.Table, StageStats]:
+                      first_row: int = 0, complete: bool = True,
+                      selection: Selection | None = None) -> tuple[pa.Table, StageStats]:
         """The pure batch function: hf_bytes rows in, output table and drop counts out. complete=False
-        leaves the pass-through columns out (a partial batch, see map_rows) for `attach_unit`."""
+        leaves the pass-through columns out (a partial batch, see map_rows) for `attach_unit`.
+
+        Before anything is rendered: rows the selection leaves out (stage select) are dropped with its
+        reason, and, for the train split with `rebalance: permute`, options are permuted (rebalance.py),
+        so the chat, the prompt and every row function see the permuted row."""
         rows = batch.to_pylist()
-        chats = render_chats(rows, load_tokenizer(params.tokenizer), self.with_response, where, first_row)
+        left_out = selection.rejected(first_row, len(rows)) if selection is not None else {}
+        rebalance = params.rebalance == "permute" and split == "train"
+        prepared: list[dict | None] = []
+        outcome: list[str | None] = []
+        for i, row in enumerate(rows):
+            if first_row + i in left_out:
+                prepared.append(None)
+                outcome.append(None)
+            elif rebalance:
+                row, what = rebalance_row(row, first_row + i, params.rebalance_seed, self.with_response)
+                prepared.append(row)
+                outcome.append(what)
+            else:
+                prepared.append(row)
+                outcome.append(None)
+        rendered = iter(render_chats([r for r in prepared if r is not None], load_tokenizer(params.tokenizer),
+                                     self.with_response, where, first_row))
+        chats = [None if r is None else next(rendered) for r in prepared]
 
         def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-            return self.row_fn(Item(row, index, split, chats[index - first_row]), params, stats)
+            i = index - first_row
+            if prepared[i] is None:
+                raise left_out[index]
+            if outcome[i]:
+                stats.counts[outcome[i]] += 1
+            out = self.row_fn(Item(prepared[i], index, split, chats[i]), params, stats)
+            # Answer-letter balance, for every target and split (metrics and plots)
+            stats.tally("answer_letter", prepared[i]["answer_label"])
+            stats.observe("options_per_row", len(json.loads(prepared[i]["options"])))
+            return out
 
         return map_rows(rows, row_fn, self.schema, where, first_row, source=batch if complete else None,
                         passthrough=self.passthrough(params))
 
-    def convert_unit(self, unit: ArrowBatch, params: BudgetParams, split: str) -> tuple[pa.Table, StageStats]:
+    def convert_unit(self, unit: ArrowBatch, params: BudgetParams, split: str,
+                     selection: str | None = None) -> tuple[pa.Table, StageStats]:
         """The executor's unit function: a partial batch, so that with num_proc > 1 a worker hands back
-        only the small columns and the image bytes go from the input file to the writer in one copy."""
-        return self.convert_batch(read_unit(unit), params, split, unit.source, unit.first_row, complete=False)
+        only the small columns and the image bytes go from the input file to the writer in one copy.
+        `selection` is the path of the split's selection file: loaded once per process (workers inherit
+        the parent's copy), never pickled with each unit."""
+        return self.convert_batch(read_unit(unit), params, split, unit.source, unit.first_row, complete=False,
+                                  selection=load_selection(selection) if selection else None)
 
     def attach_unit(self, unit: ArrowBatch, table: pa.Table) -> pa.Table:
         """Complete a partial batch with its pass-through columns, read from the unit in this process."""
@@ -99,16 +136,21 @@ class TrainerTarget:
             return table  # complete already (images were resized, so built in the batch)
         return attach(table, read_unit(unit, ["images"]), self.schema)
 
-    def run(self, split: str, source: Path, output: Path, params: BudgetParams, post: list[Post] = ()) -> StageStats:
-        """The stage: hf_bytes split `source` -> parquet `output`."""
+    def run(self, split: str, source: Path, output: Path, params: BudgetParams, post: list[Post] = (),
+            selection: Path | None = None) -> StageStats:
+        """The stage: hf_bytes split `source` -> parquet `output`, leaving out the rows `selection`
+        (data/select/<split>.parquet) lists."""
         # Loaded before the workers fork, so each inherits it instead of importing transformers and
-        # loading its own (~1.7 s each: the benchmark's tokenizer_load).
+        # loading its own (~1.7 s each: the benchmark's tokenizer_load). The selection likewise.
         load_tokenizer(params.tokenizer)
+        selection = str(selection) if selection is not None else None
+        if selection is not None:
+            load_selection(selection)
         return run_stage(
             self.name,
             split,
             plan=lambda: plan_arrow_units(hf_dataset_files(source)),
-            unit_fn=partial(self.convert_unit, params=params, split=split),
+            unit_fn=partial(self.convert_unit, params=params, split=split, selection=selection),
             write=lambda tables: write_parquet(output, self.schema, tables, params.row_group_size),
             num_proc=params.num_proc,
             attach=self.attach_unit,
