@@ -1,10 +1,13 @@
 """Stage `hf_bytes`: the raw input of one split -> a datasets.load_from_disk directory.
-usage: hf_bytes.py SPLIT OUT_DIR (the input spec is params.yaml inputs.SPLIT)"""
+usage: hf_bytes.py SPLIT OUT_DIR (the input spec is params.yaml inputs.SPLIT: a path spec of reference
+parquet, or a list of entries each with its own preset or column mapping)"""
 import argparse
+import sys
 from functools import partial
 from pathlib import Path
 
-from vlprep.params import load_input, load_section
+from vlprep.mapping import compile_inputs, containment_warnings, plan_inputs
+from vlprep.params import load_input, load_input_data, load_section
 from vlprep.failures import stage_main
 from vlprep.runner import run_stage
 from vlprep.schema import HF_BYTES_FEATURES, RAW_REQUIRED
@@ -20,6 +23,13 @@ def main() -> None:
     args = ap.parse_args()
     p = load_section("hf_bytes")
     spec = load_input(args.split)
+    for warning in containment_warnings(args.split, spec, load_input_data(args.split)):
+        print(f"hf_bytes[{args.split}]: {warning}", file=sys.stderr)
+    if isinstance(spec, str):  # reference-schema parquet, as before entries existed
+        plan, unit_fn = (lambda: plan_units(resolve_inputs(spec), RAW_REQUIRED)), partial(convert_unit, config=p)
+    else:
+        inputs = compile_inputs(args.split, spec)
+        plan, unit_fn = (lambda: plan_inputs(spec, inputs)), partial(convert_unit, config=p, inputs=tuple(inputs))
     duplicates = DuplicateIndexCounter()
 
     def count_duplicates(tables, stats):
@@ -31,8 +41,8 @@ def main() -> None:
     run_stage(
         "hf_bytes",
         args.split,
-        plan=lambda: plan_units(resolve_inputs(spec), RAW_REQUIRED),
-        unit_fn=partial(convert_unit, config=p),
+        plan=plan,
+        unit_fn=unit_fn,
         write=lambda tables: write_hf_dataset(args.output, HF_BYTES_FEATURES, tables),
         num_proc=p.num_proc,
         post=[count_duplicates],
