@@ -156,3 +156,23 @@ def test_push_pull_over_a_real_s3_remote_survives_an_outage(committed_repo, tmp_
         assert "up to date" in run(["dvc", "status"], clone).stdout
         status = run(["dvc", "status", "--cloud"], repo, env=env).stdout
         assert "up to date" in status.lower() or "cache and remote" in status.lower()
+
+
+def test_a_split_mapping_is_a_param_of_that_split_only(scratch_repo):
+    """inputs.<split> in list form (entries with a preset or columns) is a param of hf_bytes@<split> only:
+    changing one split's mapping reruns that split's hf_bytes and what follows, nothing else."""
+    from vlprep.presets import PRESETS
+
+    columns = {k: v for k, v in PRESETS["reference"]["columns"].items() if k != "dataset_name"}
+    columns["optional"] = [c for c in columns["optional"] if c != "dataset_name"]
+    entry = {"path": "data/raw/train", "columns": columns, "name": "renamed"}
+    set_params(scratch_repo, **{"inputs.train": [entry]})
+    assert repro_ran(scratch_repo) == {"hf_bytes@train", "verl@train", "trl@train"}
+    assert json.loads((scratch_repo / "metrics/hf_bytes/train.json").read_text())["rows_out"] == 140
+    set_params(scratch_repo, **{"inputs.train": [{**entry, "name": "renamed_again"}]})
+    assert repro_ran(scratch_repo) == {"hf_bytes@train", "verl@train", "trl@train"}
+    assert repro_ran(scratch_repo) == set()
+    assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
+    # the test split's inputs are untouched (and hf_bytes@test's lock entry names only its own params)
+    lock = (scratch_repo / "dvc.lock").read_text()
+    assert "renamed_again" in lock and lock.count("renamed_again") == 1
