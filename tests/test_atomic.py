@@ -9,40 +9,48 @@ import datasets
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import BIN, md5_tree, run, set_params
+from conftest import BIN, REPO, md5_tree, run, set_params
+
+HOOKS = REPO / "tests" / "hooks"  # sitecustomize.py: stalls a stage after its first output write
 
 KILL_CASES = {
-    # stage, its final output, the temp sibling the writer fills
-    "hf_bytes": ("hf_bytes@train", "data/hf_bytes/train", "data/hf_bytes/.train.tmp-*"),
-    "verl": ("verl@train", "data/verl/train.parquet", "data/verl/.train.parquet.tmp-*"),
+    # stage, its final output, the temp sibling the writer fills, what the stall hook watches
+    "hf_bytes": ("hf_bytes@train", "data/hf_bytes/train", "data/hf_bytes/.train.tmp-*", "arrow-stream"),
+    "verl": ("verl@train", "data/verl/train.parquet", "data/verl/.train.parquet.tmp-*", "data/verl/.train.parquet.tmp-"),
 }
 
 
-def wait_for(repo, pattern, proc, timeout=120):
+def start_stalling(repo, stage, target, marker):
+    """`dvc repro` of one stage, which stops mid-write (its first output table written, more to come)."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(HOOKS),
+           "VLPREP_TEST_STALL_MARKER": str(marker), "VLPREP_TEST_STALL_ON": target}
+    return subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=repo, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_for(path, proc, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if list(repo.glob(pattern)):
+        if path.exists():
             return True
         if proc.poll() is not None:
             return False
-        time.sleep(0.005)
+        time.sleep(0.01)
     return False
 
 
 @pytest.mark.parametrize("case", KILL_CASES)
 def test_sigkill_mid_write_then_repro_recovers(scratch_repo, repro_repo, case):
-    stage, final, tmp_pattern = KILL_CASES[case]
-    # Enough rows that the write takes seconds, so the kill lands while the temp output is growing.
+    stage, final, tmp_pattern, target = KILL_CASES[case]
+    # More rows than one output write holds, so the stalled stage is truly mid-write.
     set_params(scratch_repo, **{"raw.rows.train": 1500, "raw.max_images_per_row": 3})
     run(["dvc", "repro", "raw"], scratch_repo)
     if case == "verl":
         run(["dvc", "repro", "hf_bytes@train", "tokenizer"], scratch_repo)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(["dvc", "repro", "--single-item", stage], cwd=scratch_repo, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    marker = scratch_repo.parent / "stalled"
+    proc = start_stalling(scratch_repo, stage, target, marker)
     try:
-        assert wait_for(scratch_repo, tmp_pattern, proc), proc.stdout.read().decode() if proc.stdout else ""
-        time.sleep(0.2)
+        assert wait_for(marker, proc), proc.stdout.read().decode() if proc.stdout else ""
         os.killpg(proc.pid, signal.SIGKILL)  # the whole group: dvc and the stage's python
     finally:
         proc.wait()
