@@ -45,7 +45,8 @@ def response_text(reasoning: str, answer: str) -> str:
 def final_answer(row: dict) -> str:
     """What goes inside <answer>: the label of a multiple-choice question, the answer text of an open or
     yes/no one (what the reward compares, by normalised exact match, with reward_model.ground_truth)."""
-    if row.get("question_type", "mcq") == "mcq":
+    qtype = row.get("question_type")
+    if qtype == "mcq" or (qtype is None and row.get("answer_label") is not None):  # (rows from before the column)
         return row["answer_label"]
     return row["answer"].strip()
 
