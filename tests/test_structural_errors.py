@@ -104,3 +104,11 @@ def test_bad_preset_name_is_a_params_error(workdir):
     set_inputs(workdir, [{"path": "raw/a.csv", "preset": "pmcvqa"}])
     proc = hf_bytes(workdir)
     assert proc.returncode != 0 and "inputs.train[0].preset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_json_file_that_is_not_an_array_names_it(workdir):
+    (workdir / "raw").mkdir()
+    (workdir / "raw/a.json").write_text('{"data": [{"question": "q"}]}')
+    set_inputs(workdir, [{"path": "raw/a.json", "preset": "slake"}])
+    proc = hf_bytes(workdir)
+    assert proc.returncode != 0 and "a.json" in proc.stderr and "not an array" in proc.stderr

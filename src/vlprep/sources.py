@@ -271,6 +271,12 @@ def _json_rows(path: str) -> list:
     with open(path, "rb") as f:
         text = f.read().decode("utf-8-sig", errors="strict")
     if not text.lstrip().startswith("["):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # several values: JSON Lines
+        if whole is not None:
+            raise InputError(f"{path}: a JSON {type(whole).__name__}, not an array of row objects (nor JSON Lines)")
         rows = []
         for line in text.splitlines():
             if line.strip():
@@ -280,9 +286,12 @@ def _json_rows(path: str) -> list:
                     rows.append(None)
         return rows
     try:
-        return json.loads(text)
+        rows = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: a JSON {type(rows).__name__}, not an array of row objects (nor JSON Lines)")
+    return rows
 
 
 def read_text_unit(unit: TextChunk, columns: list[str] | None = None) -> list[dict]:
