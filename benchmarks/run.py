@@ -37,7 +37,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / "work"
-STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize"]
+STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit"]
 # What verl and trl pay before their first row, whatever N: a fresh interpreter importing vlprep.tokens and
 # loading the tokenizer as the stages do (AutoTokenizer: transformers import + Qwen2.5-VL's 151k-token BPE).
 # Measured once per N like the floor, so the report can show the per-row part of each stage on its own.
@@ -51,7 +51,9 @@ VARIANT_MAX_ROWS = 10_000
 # Output each stage writes in the scratch project (deleted after measuring, to keep disk use bounded).
 OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train.parquet",
            "verl_resize": "data/verl/train.parquet",
-           "trl": "data/trl/train.parquet", "tokenizer_load": None}
+           "trl": "data/trl/train.parquet", "tokenizer_load": None, "audit": "data/audit"}
+# audit compares train with test; here test is the same data as train (hf_bytes/test links to hf_bytes/train):
+# the worst case, every row contaminated, with the image pool's repeats as exact copies across rows.
 
 
 def sample_config(rows: int, pool: int):
@@ -235,12 +237,19 @@ def main() -> None:
                     continue  # single-process: measured once per N, listed as num_proc 1
                 if stage in VARIANTS and n > VARIANT_MAX_ROWS:
                     continue
-                if stage in ("verl", "trl", *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
+                if stage in ("verl", "trl", "audit", *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
                     measure([sys.executable, str(code / "stages" / "hf_bytes.py"), "train"], proj, code)  # their input
+                if stage == "audit" and not (proj / "data/hf_bytes/test").exists():
+                    (proj / "data/hf_bytes/test").symlink_to("train")
                 if stage == "floor":
                     cmd = [sys.executable, __file__, "--floor", str(raw / "train"), OUTPUTS["floor"]]
                 elif stage == "tokenizer_load":
                     cmd = [sys.executable, "-c", TOKENIZER_LOAD, str(tokenizer)]
+                elif stage == "audit":
+                    params = yaml.safe_load((proj / "params.yaml").read_text())
+                    params["audit"]["num_proc"] = num_proc
+                    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                    cmd = [sys.executable, str(code / "stages" / "audit.py")]
                 else:
                     script, overrides = VARIANTS.get(stage, (stage, {}))
                     set_stage_params(proj, script, overrides)

@@ -8,6 +8,7 @@ from vlprep.runner import limit_rows
 from vlprep.shuffle import shuffled
 from vlprep.sources import hf_dataset_files
 from vlprep.to_verl import VERL, verl_row_refs
+from vlprep.writers import work_path
 
 
 def main() -> None:
@@ -20,7 +21,7 @@ def main() -> None:
     post = [limit_rows(p.max_rows, verl_row_refs(str(args.source)))]
     if p.shuffle:
         size = sum(f.stat().st_size for f in hf_dataset_files(args.source))
-        work = args.output.parent / f".shuffle-{args.split}"  # next to the output: same disk, removed after
+        work = work_path(f"shuffle-{args.split}")
         post.insert(0, lambda tables, stats: shuffled(tables, p.seed, work, size))
     VERL.run(args.split, args.source, args.output, p, post)
 

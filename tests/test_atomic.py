@@ -15,8 +15,8 @@ HOOKS = REPO / "tests" / "hooks"  # sitecustomize.py: stalls a stage after its f
 
 KILL_CASES = {
     # stage, its final output, the temp sibling the writer fills, what the stall hook watches
-    "hf_bytes": ("hf_bytes@train", "data/hf_bytes/train", "data/hf_bytes/.train.tmp-*", "arrow-stream"),
-    "verl": ("verl@train", "data/verl/train.parquet", "data/verl/.train.parquet.tmp-*", "data/verl/.train.parquet.tmp-"),
+    "hf_bytes": ("hf_bytes@train", "data/hf_bytes/train", ".vlprep/tmp/*-data-hf_bytes-train", "arrow-stream"),
+    "verl": ("verl@train", "data/verl/train.parquet", ".vlprep/tmp/*-data-verl-train.parquet", "-data-verl-train.parquet"),
 }
 
 

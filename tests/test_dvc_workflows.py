@@ -8,6 +8,10 @@ import pytest
 from conftest import git_commit_all, md5_tree, run, set_params
 
 ALL_STAGES = {"raw", "tokenizer", "hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}
+# The cards next to verl/trl files and the preview show params and data of the stages above: they rerun
+# (in about a second) whenever those change. (A fix that leaves every output's bytes as they were, like
+# the image_code case, reruns neither.)
+REPORTS = {"card", "preview"}
 
 
 def repro_ran(repo) -> set[str]:
@@ -26,13 +30,13 @@ def committed_repo(scratch_repo):
 @pytest.mark.parametrize(
     "change,expected",
     [
-        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
-        ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train"}),
-        ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test"}),
-        ({"trl.splits": ["train", "test"]}, {"trl@test"}),
-        ({"verl.max_pixels": 200704}, {"verl@train", "verl@test"}),
+        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train", *REPORTS}),
+        ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train", *REPORTS}),
+        ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test", *REPORTS}),
+        ({"trl.splits": ["train", "test"]}, {"trl@test", *REPORTS}),
+        ({"verl.max_pixels": 200704}, {"verl@train", "verl@test", *REPORTS}),
         ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
-          "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train"}),
+          "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train", *REPORTS}),
         # A fix to the image header parser: hf_bytes then writes the same bytes, yet verl/trl must rerun
         # too, since they parse the headers themselves (for the image-token budget).
         ({"edit": "src/vlprep/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
@@ -156,6 +160,42 @@ def test_push_pull_over_a_real_s3_remote_survives_an_outage(committed_repo, tmp_
         assert "up to date" in run(["dvc", "status"], clone).stdout
         status = run(["dvc", "status", "--cloud"], repo, env=env).stdout
         assert "up to date" in status.lower() or "cache and remote" in status.lower()
+
+
+@pytest.mark.s3
+def test_s3_wrong_credentials_and_missing_bucket_fail_clearly(committed_repo, tmp_path):
+    from s3server import dvc_env, s3_server
+
+    repo = committed_repo
+    with s3_server(tmp_path / "s3") as ep:
+        run(["dvc", "remote", "add", "-d", "s3", f"s3://{ep.bucket}/vlprep"], repo)
+        wrong = {**dvc_env(ep), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+        failed = run(["dvc", "push"], repo, check=False, env=wrong)
+        # What the user sees (README, "When a run fails"): DVC's own one-line error, nothing pushed.
+        assert failed.returncode != 0
+        assert "ERROR: unexpected error - Forbidden: An error occurred (403)" in failed.stderr
+
+        run(["dvc", "remote", "modify", "s3", "url", "s3://no-such-bucket-vlprep/vlprep"], repo)
+        missing = run(["dvc", "push"], repo, check=False, env=dvc_env(ep))
+        assert missing.returncode != 0
+        assert "ERROR: unexpected error - The specified bucket does not exist" in missing.stderr
+
+
+# The README's readable view of `dvc exp show`: changed params and the headline metrics (summary stage).
+EXP_VIEW = ["dvc", "exp", "show", "--only-changed",
+            "--drop", r"^(?!Experiment$|kept\.|(inputs|raw|hf_bytes|tokenizer|verl|trl)\.).*"]
+
+
+def test_exp_show_has_a_readable_80_column_view(committed_repo):
+    repo = committed_repo
+    run(["dvc", "exp", "run", "-n", "tight", "-S", "verl.max_prompt_tokens=120"], repo)
+    shown = run(EXP_VIEW, repo, env={"COLUMNS": "80"}).stdout
+    header = next(line for line in shown.splitlines() if "Experiment" in line)
+    # The changed param and the headline it moved, nothing else: about 80 characters wide.
+    assert header.split() == ["Experiment", "kept.test.verl", "kept.train.verl", "verl.max_prompt_tokens"], shown
+    assert "tight" in shown
+    everything = run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
+    assert len(everything) > 100  # the detailed metrics are all still there
 
 
 def test_a_split_mapping_is_a_param_of_that_split_only(scratch_repo):

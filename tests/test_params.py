@@ -58,6 +58,6 @@ def test_a_stage_stops_with_one_line_naming_the_key(tmp_path):
     proc = run(stage_argv("hf_bytes", "train"), tmp_path, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "hf_bytes: params.yaml: hf_bytes.bad_image: Input should be 'drop_row' or 'drop_image' (got 'drop_images')"
+        "hf_bytes[train]: params.yaml: hf_bytes.bad_image: Input should be 'drop_row' or 'drop_image' (got 'drop_images')"
     ]
     assert not (tmp_path / "data").exists()

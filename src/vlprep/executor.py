@@ -5,28 +5,51 @@ num_proc is, so outputs are byte-identical for any num_proc. At most 2*num_proc 
 memory stays bounded by a few row groups however large the dataset is."""
 from __future__ import annotations
 
+import ctypes
 import itertools
 import multiprocessing
 import os
 import queue
 import shutil
-import tempfile
+import signal
 import threading
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
+from vlprep.failures import WorkerDied
 from vlprep.metrics import StageStats
 from vlprep.sources import Unit, open_parquet
+from vlprep.writers import work_path
 
 UnitFn = Callable[[Unit], "tuple[pa.Table, StageStats]"]
 AttachFn = Callable[[Unit, pa.Table], pa.Table]
 
 
+def _die_with_parent() -> None:
+    # Linux: the kernel sends SIGKILL to this worker when the stage process dies, however it dies, so a
+    # killed stage leaves no workers behind writing tracebacks (BrokenPipeError) into the user's terminal.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: the parent alone decides what it means (stop, publish
+    # nothing); a worker finishing its unit is harmless. SIGTERM keeps its default so shutdown kills.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
     # A forked worker must not share the parent's open parquet files (and their file positions).
     open_parquet.cache_clear()
+
+
+def _ready() -> None:
+    pass
 
 
 def _run_and_spill(fn: UnitFn, unit: Unit, spill_path: str) -> tuple[str, StageStats]:
@@ -112,12 +135,16 @@ def run_units(fn: UnitFn, units: Sequence[Unit], num_proc: int, stats: StageStat
     # ~2 s per worker). Arrow re-creates its thread pools in a forked child, so pyarrow is fork-safe.
     # The pool is made here, before the read-ahead thread exists: forking a process that has other
     # threads (possibly inside a lock) is what makes fork unsafe.
-    ctx = multiprocessing.get_context("fork")
-    spill_dir = tempfile.mkdtemp(prefix="vlprep-spill-")
+    # concurrent.futures, not multiprocessing.Pool: when a worker dies, Pool silently replaces it and
+    # waits forever for the lost result; ProcessPoolExecutor reports it (BrokenProcessPool).
+    spill_dir = work_path("spill")
+    spill_dir.mkdir()
+    pool = ProcessPoolExecutor(num_proc, mp_context=multiprocessing.get_context("fork"), initializer=_worker_init)
     try:
-        with ctx.Pool(num_proc, initializer=_worker_init) as pool:
-            yield from _merged(_read_ahead(_pooled(pool, fn, units, num_proc, spill_dir, attach), depth=2), stats)
+        pool.submit(_ready).result()  # forks every worker now, in this thread (fork starts them all at once)
+        yield from _merged(_read_ahead(_pooled(pool, fn, units, num_proc, spill_dir, attach), depth=2), stats)
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # running units finish: bounded by one unit each
         shutil.rmtree(spill_dir, ignore_errors=True)
 
 
@@ -126,15 +153,20 @@ def _pooled(pool, fn: UnitFn, units: Sequence[Unit], num_proc: int, spill_dir: s
     """Units run in the pool, at most 2*num_proc in flight; results in unit order."""
     # One spill file per unit position: unique however units are named across files.
     todo = ((unit, os.path.join(spill_dir, f"{i:08d}.arrow")) for i, unit in enumerate(units))
-    pending: deque = deque((job[0], pool.apply_async(_run_and_spill, (fn, *job)))
-                           for job in itertools.islice(todo, 2 * num_proc))
-    while pending:
-        unit, result = pending.popleft()
-        path, unit_stats = result.get()
-        job = next(todo, None)
-        if job is not None:
-            pending.append((job[0], pool.apply_async(_run_and_spill, (fn, *job))))
-        yield attach(unit, _load_spilled(path)), unit_stats
+    unit = units[0]
+    try:
+        pending: deque = deque((job[0], pool.submit(_run_and_spill, fn, *job))
+                               for job in itertools.islice(todo, 2 * num_proc))
+        while pending:
+            unit, result = pending.popleft()
+            path, unit_stats = result.result()
+            job = next(todo, None)
+            if job is not None:
+                pending.append((job[0], pool.submit(_run_and_spill, fn, *job)))
+            yield attach(unit, _load_spilled(path)), unit_stats
+    except BrokenProcessPool:
+        raise WorkerDied(f"a worker process died while running {unit.source} (rows from {unit.first_row}): "
+                         "killed, or out of memory (try a smaller num_proc); nothing was published") from None
 
 
 def _merged(results: Iterator[tuple[pa.Table, StageStats]], stats: StageStats) -> Iterator[pa.Table]:

@@ -64,8 +64,9 @@ def plan_inputs(entries: list[InputEntry], inputs: list[Input]) -> list[RowGroup
                 check_columns(inp, path, pf.schema_arrow.names, pf.schema_arrow)
                 first = 0
                 for g in range(pf.metadata.num_row_groups):
-                    units.append(RowGroup(str(path), g, first, index))
-                    first += pf.metadata.row_group(g).num_rows
+                    rows = pf.metadata.row_group(g).num_rows
+                    units.append(RowGroup(str(path), g, first, rows, entry=index))
+                    first += rows
             else:
                 chunks, columns = plan_text_units(path, fmt, index)
                 check_columns(inp, path, columns)

@@ -168,12 +168,50 @@ class TrlParams(BudgetParams):
     max_total_tokens: PositiveInt | None
 
 
+class AuditParams(Section):
+    """Contamination audit (README, "Contamination audit")."""
+
+    near_image_max_distance: Annotated[int, Field(ge=0, lt=32)]  # bits between 64-bit perceptual hashes
+    image_hash: Literal["phash", "dhash"]
+    near_item_threshold: Annotated[float, Field(gt=0, le=1)]  # estimated Jaccard of question+options
+    num_perm: PositiveInt  # MinHash permutations
+    shingle: PositiveInt  # words per shingle
+    seed: int
+    max_pairs_per_row: PositiveInt  # pairs written per train row and kind (counts use all)
+    num_proc: PositiveInt
+
+
+class CardParams(Section):
+    """The dataset cards and hf_bytes' dataset_info.json."""
+
+    pretty_name: Annotated[str, Field(min_length=1)]
+    description: Annotated[str, Field(min_length=1)]
+    license: Annotated[str, Field(min_length=1)]  # a Hub licence id; `other` when the sources' terms apply
+    homepage: str
+    citation: str
+
+
+class PreviewParams(Section):
+    rows_per_split: PositiveInt  # per split and target
+    rejects_per_reason: NonNegativeInt  # per stage, split and reason
+    seed: int
+
+
+class ExportParams(Section):
+    products: list[Literal["hf_bytes", "verl", "trl"]]  # empty: the export stage does not exist
+    rows_per_shard: PositiveInt
+
+
 SECTIONS: dict[str, type[Section]] = {
     "raw": RawParams,
     "hf_bytes": HfBytesParams,
     "tokenizer": TokenizerParams,
     "verl": VerlParams,
     "trl": TrlParams,
+    "audit": AuditParams,
+    "card": CardParams,
+    "preview": PreviewParams,
+    "export": ExportParams,
 }
 
 

@@ -3,6 +3,7 @@ atomically, and write metrics, plot data and the rejects file. Stage scripts onl
 pick the pieces."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -11,6 +12,7 @@ import pyarrow as pa
 
 from vlprep.executor import AttachFn, as_is, run_units
 from vlprep.metrics import Rejected, RowRef, StageStats, histogram_rows, write_json
+from vlprep.progress import with_progress
 from vlprep.schema import REJECTS_SCHEMA
 from vlprep.failures import InputError
 from vlprep.sources import Unit
@@ -54,7 +56,9 @@ def run_stage(
                     yield table
                 _flush(stats, stage, split, write_rejects)
 
-            tables = flushing(run_units(unit_fn, plan(), num_proc, stats, attach))
+            units = plan()
+            tables = run_units(unit_fn, units, num_proc, stats, attach)
+            tables = flushing(with_progress(unchanged_inputs(tables, units), name, sum(u.rows for u in units), stats))
             for transform in post:
                 tables = flushing(transform(tables, stats))
             try:
@@ -74,6 +78,26 @@ def run_stage(
         write_json(plots_dir / f"{series}.json", histogram_rows(hist, series))
     print(f"{name}: kept {stats.rows_out}/{stats.rows_in} rows; dropped {dict(stats.dropped)}", file=sys.stderr)
     return stats
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def unchanged_inputs(tables: Iterator[pa.Table], units: list[Unit]) -> Iterator[pa.Table]:
+    """Pass the tables through; once all are read (before anything is published), stop the stage if an
+    input file was removed or rewritten meanwhile: the output would mix two versions of the data."""
+    stamps = {path: _stamp(path) for path in sorted({u.path for u in units})}
+    yield from tables
+    for path, stamp in stamps.items():
+        now = _stamp(path)
+        if now != stamp:
+            what = "removed" if now is None else "changed"
+            raise InputError(f"input {path} was {what} while the stage read it; nothing was published: rerun")
 
 
 def _flush(stats: StageStats, stage: str, split: str, write_rejects) -> None:

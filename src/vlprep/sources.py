@@ -68,6 +68,7 @@ class RowGroup:
     path: str
     row_group: int
     first_row: int  # the group's first row within its file: rejects and error messages name file + row
+    rows: int = 0  # rows in the group (for progress)
     entry: int = 0  # which inputs.<split> entry the file belongs to (its mapping), for list-form inputs
 
     @property
@@ -90,6 +91,10 @@ class TextChunk:
     header: tuple = ()  # csv column names
 
     @property
+    def rows(self) -> int:  # (for progress)
+        return self.num_rows
+
+    @property
     def source(self) -> str:
         return self.path
 
@@ -101,6 +106,7 @@ class ArrowBatch:
     path: str  # the shard file
     offset: int  # byte offset of the record batch message in it
     first_row: int  # the batch's first row within the whole dataset (all shards): a row's stable id
+    rows: int = 0  # rows in the batch (for progress)
 
     @property
     def source(self) -> str:
@@ -136,8 +142,9 @@ def plan_units(files: list[Path], required: tuple[str, ...]) -> list[RowGroup]:
             raise InputError(f"{path}: missing required column(s) {missing}; has {pf.schema_arrow.names}")
         first = 0
         for i in range(pf.metadata.num_row_groups):
-            units.append(RowGroup(str(path), i, first))
-            first += pf.metadata.row_group(i).num_rows
+            rows = pf.metadata.row_group(i).num_rows
+            units.append(RowGroup(str(path), i, first, rows))
+            first += rows
     return units
 
 
@@ -159,7 +166,7 @@ def plan_arrow_units(files: list[Path]) -> list[ArrowBatch]:
                     break
                 if msg.type == "record batch":
                     rows = pa.ipc.read_record_batch(msg, schema).num_rows
-                    units.append(ArrowBatch(str(path), pos, first))
+                    units.append(ArrowBatch(str(path), pos, first, rows))
                     first += rows
     return units
 
@@ -178,22 +185,23 @@ def hf_dataset_files(dataset_dir: Path) -> list[Path]:
 
 
 def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
-    if isinstance(unit, ArrowBatch):
-        # Memory-mapped, one map per unit: the batch's buffers are the page cache's pages, not a copy,
-        # and image bytes that pass through reach the writer without ever being copied. The pages stay
-        # mapped only while the table lives, so resident memory stays one unit's worth.
-        with pa.memory_map(unit.path) as f:
-            schema = pa.ipc.read_schema(f)
-            f.seek(unit.offset)
-            batch = pa.ipc.read_record_batch(pa.ipc.read_message(f), schema)
-        table = pa.Table.from_batches([batch])
-        return table.select([c for c in columns if c in table.column_names]) if columns else table
-    pf = open_parquet(unit.path)
-    names = [c for c in columns if c in pf.schema_arrow.names] if columns else None
     try:
+        if isinstance(unit, ArrowBatch):
+            # Memory-mapped, one map per unit: the batch's buffers are the page cache's pages, not a copy,
+            # and image bytes that pass through reach the writer without ever being copied. The pages
+            # stay mapped only while the table lives, so resident memory stays one unit's worth.
+            with pa.memory_map(unit.path) as f:
+                schema = pa.ipc.read_schema(f)
+                f.seek(unit.offset)
+                batch = pa.ipc.read_record_batch(pa.ipc.read_message(f), schema)
+            table = pa.Table.from_batches([batch])
+            return table.select([c for c in columns if c in table.column_names]) if columns else table
+        pf = open_parquet(unit.path)
+        names = [c for c in columns if c in pf.schema_arrow.names] if columns else None
         return pf.read_row_group(unit.row_group, columns=names)
     except (pa.ArrowInvalid, OSError) as e:
-        raise InputError(f"{unit.path}: row group {unit.row_group} unreadable ({e})") from e
+        raise InputError(f"{unit.source}: rows from {unit.first_row} unreadable ({e}); "
+                         "if the input was changed or removed while the stage ran, rerun") from e
 
 
 def _lines(f, position: list[int]):

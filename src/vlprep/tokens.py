@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import functools
 import math
+from pathlib import Path
 
+from vlprep.failures import InputError
 from vlprep.metrics import Rejected
 
 # Qwen2-VL: 14-px patches merged 2x2, so each image token covers a 28x28 area.
@@ -41,13 +43,38 @@ def image_tokens(width: int, height: int, min_pixels: int = MIN_PIXELS, max_pixe
     return (h // IMAGE_FACTOR) * (w // IMAGE_FACTOR)
 
 
+def _is_local_path(name: str) -> bool:
+    # A hub id is exactly "org/name" (or "name"); anything else is meant as a directory.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
 @functools.lru_cache(maxsize=4)
 def load_tokenizer(name: str):
     """A local directory or a hub id; loaded once per process. Offline unless the user's environment
     allows hub access (the default is a local directory built by the `tokenizer` stage)."""
+    if _is_local_path(name) and not Path(name).expanduser().is_dir():
+        raise InputError(f"tokenizer directory {name} does not exist: run `dvc repro tokenizer` "
+                         "(the default), or set the stage's `tokenizer` param to a local dir or a hub id")
+    quiet_third_party()
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name)
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:  # no network, offline mode, unknown repo, not a tokenizer dir
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"cannot load tokenizer {name!r}: {reason[:300]}. Without hub access, point the "
+                         "`tokenizer` param at a local directory (the `tokenizer` stage builds Qwen2.5-VL's)") from None
+
+
+def quiet_third_party() -> None:
+    """transformers warns on import that PyTorch is missing; the stages never need it, so the notice only
+    buries real messages. Its other warnings (and everyone else's) stay."""
+    import logging
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.getLogger("transformers").addFilter(
+        lambda record: "PyTorch was not found" not in record.getMessage())
 
 
 def count_tokens(tokenizer, texts: list[str]) -> list[int]:

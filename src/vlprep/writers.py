@@ -1,5 +1,11 @@
-"""Atomic writers: every output is written beside its final path and renamed into place when complete,
-so a killed stage never leaves something at the final path that looks valid."""
+"""Atomic writers: every output is written to a temporary path and renamed into place when complete, so a
+killed stage never leaves something at the final path that looks valid.
+
+Temporary paths (outputs being written, worker spills, shuffle buckets) live in one work area,
+`.vlprep/tmp/<pid>-<name>` under the project (git and DVC ignore it): a run killed with SIGKILL runs no
+cleanup, and when `dvc repro` then restores that stage's outputs from its cache instead of rerunning it,
+a leftover beside the output would stay forever. Every stage run first removes the entries of processes
+that no longer exist; `rm -rf .vlprep/tmp` clears it by hand when no stage is running."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +14,7 @@ import os
 import shutil
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -28,6 +34,42 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+WORK_AREA = Path(".vlprep/tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return True
+
+
+def sweep_leftovers(area: Path = WORK_AREA) -> list[Path]:
+    """Remove what killed runs left in the work area (entries whose process is gone); returns them."""
+    removed = []
+    for entry in sorted(area.glob("*-*")) if area.is_dir() else []:
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(entry)
+            removed.append(entry)
+    return removed
+
+
+def work_path(name: str, near: Path | None = None) -> Path:
+    """A fresh temporary path of this process, in the work area; or beside `near` when the work area is
+    on another file system than `near` (a rename cannot cross file systems, e.g. data/ symlinked away)."""
+    WORK_AREA.mkdir(parents=True, exist_ok=True)
+    if near is not None and os.stat(near).st_dev != os.stat(WORK_AREA).st_dev:
+        path = near / f".{name}.tmp-{os.getpid()}"
+    else:
+        path = WORK_AREA / f"{os.getpid()}-{name}"
+    _remove(path)
+    return path
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
@@ -37,13 +79,11 @@ def _remove(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling path (file or directory) that replaces `final` only if the block succeeds."""
+    """Yield a temporary path (file or directory) that replaces `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    # Leftovers of a killed earlier run (DVC runs one stage per output at a time, so none is live).
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        _remove(stale)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}"
+    # Named after the whole path: two outputs of one stage may share a file name (train.parquet).
+    tmp = work_path("-".join(p for p in final.parts if p != "/"), near=final.parent)
     try:
         yield tmp
         for p in [tmp, *tmp.rglob("*")] if tmp.is_dir() else [tmp]:
@@ -53,8 +93,18 @@ def atomic_path(final: Path) -> Iterator[Path]:
         _remove(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as e:
+        # For the one-line failure message (failures.explain_os_error): which output, how far it got.
+        if not hasattr(e, "output"):
+            e.output, e.written = final, _size(tmp)
+        raise
     finally:
         _remove(tmp)
+
+
+def _size(path: Path) -> int:
+    files = [path, *path.rglob("*")] if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files if f.is_file())
 
 
 def write_parquet(final: Path, schema: pa.Schema, tables: Iterable[pa.Table], row_group_size: int) -> int:
@@ -99,9 +149,13 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
     return [p for f in schema for p in walk(f.name, f.type)]
 
 
-def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20) -> int:
+def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20,
+                     info: dict | None = None, extra_files: Callable[[int], dict] | None = None) -> int:
     """Write the layout `datasets.Dataset.save_to_disk` produces (Arrow stream shards + dataset_info.json +
-    state.json), streaming: only the current table is in memory. Returns rows written."""
+    state.json), streaming: only the current table is in memory. Returns rows written.
+
+    `info` fills dataset_info.json's description/license/homepage/citation; `extra_files(rows)` gives
+    more files (name -> text, e.g. the README.md card) once every row is written, published with the rest."""
     schema = arrow_schema(features)
     rows = 0
     with atomic_path(final) as tmp:
@@ -138,7 +192,8 @@ def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], sh
             with open(tmp / name, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 24), b""):
                     crc = zlib.crc32(chunk, crc)
-        info = {"citation": "", "description": "", "features": features, "homepage": "", "license": ""}
+        dataset_info = {"citation": "", "description": "", "homepage": "", "license": "", **(info or {}),
+                        "features": features}
         state = {
             "_data_files": [{"filename": n} for n in names],
             "_fingerprint": f"{crc:08x}{rows:08x}",
@@ -148,6 +203,8 @@ def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], sh
             "_output_all_columns": False,
             "_split": None,
         }
-        (tmp / "dataset_info.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        (tmp / "dataset_info.json").write_text(json.dumps(dataset_info, indent=2, sort_keys=True) + "\n")
         (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        for name, text in (extra_files(rows) if extra_files else {}).items():
+            (tmp / name).write_text(text)
     return rows

@@ -1,0 +1,748 @@
+"""Contamination audit: which train rows repeat a test row (or an earlier train row).
+
+Three kinds of match, each decided on small fixed-size records, never on stored images or texts:
+
+- `exact_image`: the same encoded image bytes (128-bit blake2b of the bytes);
+- `near_image`: different bytes, perceptual hashes (imagehash pHash/dHash, 64 bits, of a cheaply
+  decoded grayscale thumbnail) within `near_image_max_distance` bits: re-encoded, resized or
+  recompressed copies;
+- `near_item`: the question together with its options, normalised (case, Unicode form, punctuation,
+  whitespace; option order ignored) and equal, or with an estimated Jaccard similarity of word
+  shingles (datasketch MinHash) of at least `near_item_threshold`. A template question ("What modality
+  is this?") with other options is a different item.
+
+Memory is one record per row (item key + MinHash signature) and one per image (content key +
+perceptual hash), plus the index over them: `BandIndex` keeps per item and band one sorted uint64 key
+and one int32 position, and a query compares only the items sharing a band key with it, never all pairs.
+Test rows are streamed against the train index and not kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import unicodedata
+import warnings
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import pyarrow as pa
+from PIL import Image
+
+from vlprep.executor import run_units
+from vlprep.metrics import StageStats
+from vlprep.params import AuditParams
+from vlprep.sources import Unit, read_unit
+
+KINDS = ("exact_image", "near_image", "near_item")
+HASH_BITS = 64  # imagehash with hash_size=8: an 8x8 bit matrix, stored as one uint64
+THUMBNAIL = 64  # decode images to about this size (smaller side) before hashing
+COLUMNS = ["images", "question", "options", "dataset_name", "dataset_index"]
+
+
+# The audit's settings: params.yaml `audit`, validated there.
+AuditConfig = AuditParams
+
+
+# ---------------------------------------------------------------- images
+
+class ImageUnhashable(Exception):
+    """The bytes do not decode to pixels (the exact content key still applies)."""
+
+
+def content_key(data: bytes) -> bytes:
+    """Exact identity of encoded image bytes: 128-bit blake2b."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def thumbnail(data: bytes, size: int = THUMBNAIL) -> Image.Image:
+    """A grayscale image whose smaller side is about `size` (never below it unless the image is smaller),
+    decoded cheaply: JPEG's DCT scaling via draft(), otherwise a box reduce() after decoding."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # decompression-bomb warnings: hf_bytes already bounded sizes
+        try:
+            im = Image.open(io.BytesIO(data))
+            if im.format == "JPEG":
+                im.draft("L", (size, size))
+            im.load()
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                # 16-bit / float scans: convert("L") would clip everything above 255 to white
+                a = np.asarray(im, dtype=np.float64)
+                lo, hi = float(a.min()), float(a.max())
+                a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+                im = Image.fromarray(a.astype(np.uint8), "L")
+            elif im.mode != "L":
+                im = im.convert("L")
+            factor = min(im.size) // size
+            if factor > 1:
+                im = im.reduce(factor)
+            return im
+        except Exception as e:  # Pillow raises many types for undecodable bytes
+            raise ImageUnhashable(f"{type(e).__name__}: {e}") from None
+
+
+def perceptual_hash(data: bytes, method: str = "phash") -> int:
+    """64-bit perceptual hash (imagehash, hash_size=8) of the image's thumbnail, as an int."""
+    import imagehash
+
+    im = thumbnail(data)
+    try:
+        h = (imagehash.phash if method == "phash" else imagehash.dhash)(im, hash_size=8)
+    except Exception as e:
+        raise ImageUnhashable(f"{type(e).__name__}: {e}") from None
+    return int.from_bytes(np.packbits(np.asarray(h.hash, dtype=bool).ravel()).tobytes(), "big")
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(np.bitwise_xor(a, b)).astype(np.int64)
+
+
+# ---------------------------------------------------------------- items
+
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalize_text(text: str | None) -> str:
+    """Case, Unicode form, punctuation and whitespace removed: 'What is  this?' == 'what is this'."""
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text or "").casefold()).strip()
+
+
+def item_parts(question: str | None, options: str | None) -> tuple[str, list[str]]:
+    """Normalised question and the normalised option texts, sorted (labels and order ignored)."""
+    try:
+        parsed = json.loads(options) if options else {}
+    except (TypeError, ValueError):
+        parsed = {"": options}
+    values = parsed.values() if isinstance(parsed, dict) else parsed if isinstance(parsed, list) else [parsed]
+    return normalize_text(question), sorted(normalize_text(str(v)) for v in values if v is not None)
+
+
+def item_key(question: str | None, options: str | None) -> bytes:
+    """Exact identity of an item after normalisation: 128-bit blake2b."""
+    q, opts = item_parts(question, options)
+    return hashlib.blake2b("\x1f".join([q, *opts]).encode(), digest_size=16).digest()
+
+
+def item_shingles(question: str | None, options: str | None, k: int) -> tuple[set[bytes], set[bytes]]:
+    """Word k-grams of the question, and of the options (within each option, so none spans two);
+    a text shorter than k words is one shingle. Question and options are compared separately: an item
+    is near another only if both are, so a template question with other options is not."""
+    q, opts = item_parts(question, options)
+    sets: tuple[set[bytes], set[bytes]] = (set(), set())
+    for out, prefix, text in [(sets[0], "q", q), *((sets[1], "o", o) for o in opts)]:
+        words = text.split()
+        if words:
+            grams = [words[i : i + k] for i in range(max(1, len(words) - k + 1))]
+            out.update(f"{prefix} {' '.join(g)}".encode() for g in grams)
+    return sets
+
+
+class MinHasher:
+    """datasketch MinHash with one shared permutation scheme; signatures as uint32 arrays."""
+
+    def __init__(self, num_perm: int, seed: int = 1):
+        from datasketch import MinHash
+
+        self._cls = MinHash
+        self.num_perm = num_perm
+        self.seed = seed
+        self.permutations = MinHash(num_perm=num_perm, seed=seed).permutations
+
+    def signature(self, shingles: set[bytes]) -> np.ndarray:
+        m = self._cls(num_perm=self.num_perm, seed=self.seed, permutations=self.permutations, scheme="affine32")
+        m.update_batch(sorted(shingles))
+        return np.asarray(m.hashvalues, dtype=np.uint32)
+
+
+def lsh_bands(threshold: float, num_perm: int, fn_weight: float = 0.7) -> tuple[int, int]:
+    """(bands, rows per band) minimising the weighted false-positive / false-negative areas of the
+    S-curve 1-(1-s^r)^b around the threshold (datasketch's criterion, weighted towards recall: a missed
+    duplicate is the costly error here, a false candidate only costs one signature comparison)."""
+    s = np.linspace(0.0, 1.0, 1001)
+    below, above = s <= threshold, s >= threshold
+    best, best_err = (1, num_perm), np.inf
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            p = 1.0 - (1.0 - s**r) ** b
+            err = (1 - fn_weight) * np.trapezoid(p[below], s[below]) + fn_weight * np.trapezoid(1 - p[above], s[above])
+            if err < best_err - 1e-12:
+                best, best_err = (b, r), err
+    return best
+
+
+def item_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Estimated Jaccard of the questions and of the options, (n, 2, num_perm) each: the lower of the two."""
+    return (a == b).mean(axis=2).min(axis=1)
+
+
+# ---------------------------------------------------------------- index
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def minhash_band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) uint64 keys: each band's `rows` signature values mixed into one 64-bit key."""
+    n = sigs.shape[0]
+    keys = np.zeros((n, bands), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for b in range(bands):
+            h = np.full(n, np.uint64(b + 1), dtype=np.uint64)
+            for j in range(b * rows, (b + 1) * rows):
+                h = (h ^ sigs[:, j].astype(np.uint64)) * _MIX
+                h ^= h >> np.uint64(29)
+            keys[:, b] = h
+    return keys
+
+
+def hamming_band_keys(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """(n, max_distance+1) keys: the 64 bits cut into max_distance+1 bands. Two hashes within
+    max_distance bits agree exactly on at least one band (pigeonhole), so the index misses nothing."""
+    bands = max_distance + 1
+    edges = np.linspace(0, HASH_BITS, bands + 1).astype(int)
+    keys = np.zeros((len(hashes), bands), dtype=np.uint64)
+    for b in range(bands):
+        lo, width = edges[b], edges[b + 1] - edges[b]
+        keys[:, b] = (hashes >> np.uint64(lo)) & np.uint64((1 << width) - 1)
+    return keys
+
+
+class BandIndex:
+    """Items with B band keys each; a query's candidates are the items sharing at least one band key.
+
+    Stored per item and band: the key (uint64) in sorted order and the item's position (int32): a
+    fixed 12*B bytes per item, however large the item. Lookups are binary searches."""
+
+    def __init__(self, band_keys: np.ndarray):
+        band_keys = np.asarray(band_keys, dtype=np.uint64)
+        self.size, self.bands = band_keys.shape
+        self.order = np.empty((self.bands, self.size), dtype=np.int32)
+        self.keys = np.empty((self.bands, self.size), dtype=np.uint64)
+        for b in range(self.bands):
+            self.order[b] = np.argsort(band_keys[:, b], kind="stable")
+            self.keys[b] = band_keys[self.order[b], b]
+
+    @property
+    def bytes_per_item(self) -> int:
+        return (self.order.itemsize + self.keys.itemsize) * self.bands
+
+    def candidates(self, query_keys: np.ndarray, budget: int = 1 << 20):
+        """Yield (query positions, item positions) arrays in chunks of about `budget` candidates (a single
+        query over budget is its own chunk), so memory stays bounded. A pair sharing several bands comes
+        once per band: callers dedupe what survives their check, far fewer than the candidates."""
+        q = np.asarray(query_keys, dtype=np.uint64)
+        if not len(q) or not self.size:
+            return
+        lo = np.stack([np.searchsorted(self.keys[b], q[:, b], "left") for b in range(self.bands)])
+        hi = np.stack([np.searchsorted(self.keys[b], q[:, b], "right") for b in range(self.bands)])
+        per_query = (hi - lo).sum(axis=0)
+        start = 0
+        while start < len(q):
+            cum = np.cumsum(per_query[start:])
+            stop = start + max(1, int(np.searchsorted(cum, budget, "right")))
+            qs, ts = [], []
+            for b in range(self.bands):
+                counts = hi[b, start:stop] - lo[b, start:stop]
+                total = int(counts.sum())
+                if not total:
+                    continue
+                qi = np.repeat(np.arange(start, stop), counts)
+                pos = np.repeat(lo[b, start:stop], counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
+                qs.append(qi)
+                ts.append(self.order[b][pos])
+            if qs:
+                yield np.concatenate(qs).astype(np.int64), np.concatenate(ts).astype(np.int64)
+            start = stop
+
+
+class ExactGroups:
+    """Rows grouped by a 16-byte key: sorted unique keys and each group's rows (CSR arrays)."""
+
+    def __init__(self, keys: np.ndarray, rows: np.ndarray):
+        keys = np.asarray(keys, dtype="V16")
+        by_row = np.argsort(rows, kind="stable")
+        order = by_row[np.argsort(keys[by_row], kind="stable")]  # by key (bytewise), then row
+        keys, rows = keys[order], rows[order]
+        # one entry per (key, row): a row with the same image twice is one member
+        keep = np.ones(len(keys), dtype=bool)
+        keep[1:] = (keys[1:] != keys[:-1]) | (rows[1:] != rows[:-1])
+        keys, rows = keys[keep], rows[keep]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        self.keys = keys[first]
+        self.offsets = np.append(np.flatnonzero(first), len(keys)).astype(np.int64)
+        self.rows = rows.astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Group id of each key, -1 where absent."""
+        keys = np.asarray(keys, dtype="V16")
+        if not len(self.keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        return np.where(self.keys[pos] == keys, pos, -1).astype(np.int64)
+
+    def first_row(self, groups: np.ndarray) -> np.ndarray:
+        return self.rows[self.offsets[groups]]
+
+    def expand(self, groups: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+        """For each group (with its values), every row of the group: (rows, *values repeated)."""
+        groups = np.asarray(groups, dtype=np.int64)
+        counts = self.offsets[groups + 1] - self.offsets[groups]
+        total = int(counts.sum())
+        pos = np.repeat(self.offsets[groups], counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
+        return (self.rows[pos], *(np.repeat(v, counts) for v in values))
+
+
+# ---------------------------------------------------------------- per unit
+
+RECORD_SCHEMA = pa.schema([
+    ("row", pa.int64()),
+    ("dataset_name", pa.string()),
+    ("dataset_index", pa.int64()),
+    ("item_key", pa.binary(16)),
+    ("question_signature", pa.binary()),  # MinHash: num_perm uint32, little-endian
+    ("options_signature", pa.binary()),
+    ("image_keys", pa.list_(pa.binary(16))),
+    ("image_hashes", pa.list_(pa.uint64())),
+    ("image_hashed", pa.list_(pa.bool_())),  # False: undecodable, only the exact key applies
+])
+
+
+def hash_unit(unit: Unit, config: AuditConfig) -> tuple[pa.Table, StageStats]:
+    """One hf_bytes unit -> one small record per row (what the index keeps), and counts."""
+    table = read_unit(unit, COLUMNS)
+    hasher = _hasher(config.num_perm, config.seed)
+    stats = StageStats()
+    cols = {name: [] for name in RECORD_SCHEMA.names}
+    images = table.column("images").to_pylist()
+    questions = table.column("question").to_pylist()
+    options = table.column("options").to_pylist()
+    for i in range(table.num_rows):
+        keys, hashes, hashed = [], [], []
+        for image in images[i] or []:
+            data = image.get("bytes") if image else None
+            stats.counts["images"] += 1
+            if not data:
+                stats.counts["images_unhashable"] += 1
+                continue
+            keys.append(content_key(data))
+            try:
+                hashes.append(perceptual_hash(data, config.image_hash))
+                hashed.append(True)
+            except ImageUnhashable:
+                stats.counts["images_unhashable"] += 1
+                hashes.append(0)
+                hashed.append(False)
+        cols["row"].append(unit.first_row + i)
+        cols["item_key"].append(item_key(questions[i], options[i]))
+        for name, shingles in zip(("question_signature", "options_signature"),
+                                  item_shingles(questions[i], options[i], config.shingle)):
+            cols[name].append(hasher.signature(shingles).astype("<u4").tobytes())
+        cols["image_keys"].append(keys)
+        cols["image_hashes"].append(hashes)
+        cols["image_hashed"].append(hashed)
+    cols["dataset_name"] = table.column("dataset_name").combine_chunks()
+    cols["dataset_index"] = table.column("dataset_index").combine_chunks()
+    stats.rows_in = stats.rows_out = table.num_rows
+    return pa.table(cols, schema=RECORD_SCHEMA), stats
+
+
+_HASHERS: dict = {}
+
+
+def _hasher(num_perm: int, seed: int) -> MinHasher:
+    if (num_perm, seed) not in _HASHERS:
+        _HASHERS[(num_perm, seed)] = MinHasher(num_perm, seed)
+    return _HASHERS[(num_perm, seed)]
+
+
+NULL_INDEX = np.iinfo(np.int64).min  # a null dataset_index, in int64 arrays
+
+
+def _index_list(values: np.ndarray) -> list:
+    return [None if v == NULL_INDEX else v for v in values.tolist()]
+
+
+@dataclass
+class Columns:
+    """Numpy views of a records table: per-row and per-image arrays."""
+
+    rows: np.ndarray
+    names: pa.Array  # Arrow strings: compact, not one Python object a row
+    dataset_index: np.ndarray
+    item_keys: np.ndarray  # V16
+    signatures: np.ndarray  # (rows, 2, num_perm) uint32: question, options
+    image_rows: np.ndarray
+    image_keys: np.ndarray  # V16
+    image_hashes: np.ndarray  # uint64
+    image_hashed: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, t: pa.Table, num_perm: int) -> "Columns":
+        rows = t.column("row").to_numpy()
+        lengths = pa.compute.list_value_length(t.column("image_keys")).to_numpy(zero_copy_only=False)
+        flat = lambda name: pa.compute.list_flatten(t.column(name))  # noqa: E731
+        return cls(
+            rows=rows,
+            names=t.column("dataset_name").combine_chunks(),
+            dataset_index=t.column("dataset_index").fill_null(NULL_INDEX).to_numpy(),
+            item_keys=_v16(t.column("item_key")),
+            signatures=np.stack([_signatures(t.column(c), num_perm) for c in ("question_signature", "options_signature")],
+                                axis=1),
+            image_rows=np.repeat(rows, lengths),
+            image_keys=_v16(flat("image_keys")),
+            image_hashes=flat("image_hashes").to_numpy(zero_copy_only=False).astype(np.uint64),
+            image_hashed=flat("image_hashed").to_numpy(zero_copy_only=False).astype(bool),
+        )
+
+
+def _signatures(column, num_perm: int) -> np.ndarray:
+    return np.frombuffer(b"".join(column.to_pylist()), dtype="<u4").reshape(len(column), num_perm).astype(np.uint32)
+
+
+def _v16(column) -> np.ndarray:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.frombuffer(b"".join(column.to_pylist()) if len(column) else b"", dtype="V16")
+
+
+# ---------------------------------------------------------------- train index and matching
+
+@dataclass
+class TrainIndex:
+    """Everything the audit keeps about train: fixed-size records and indexes over unique contents."""
+
+    config: AuditConfig
+    rows: int
+    name_codes: np.ndarray  # int32 per row into names
+    names: list
+    dataset_index: np.ndarray
+    images: ExactGroups
+    image_hash_of_group: np.ndarray  # uint64 per unique image content
+    image_index: BandIndex  # over the hashable unique contents
+    image_index_groups: np.ndarray  # index position -> image group
+    items: ExactGroups
+    item_signatures: np.ndarray  # per unique item key
+    item_index: BandIndex
+    item_bands: tuple[int, int]
+
+    @classmethod
+    def build(cls, parts: list[Columns], config: AuditConfig) -> "TrainIndex":
+        cat = lambda attr: np.concatenate([getattr(p, attr) for p in parts]) if parts else np.empty(0)  # noqa: E731
+        rows = cat("rows").astype(np.int64)
+        encoded = pa.chunked_array([p.names for p in parts], pa.string()).combine_chunks().dictionary_encode()
+        uniq = [*encoded.dictionary.to_pylist(), None]  # code -1 (a null name) is the last
+        name_codes = encoded.indices.fill_null(-1).to_numpy().astype(np.int32)
+        image_rows, image_keys = cat("image_rows").astype(np.int64), cat("image_keys").astype("V16")
+        image_hashes, image_hashed = cat("image_hashes").astype(np.uint64), cat("image_hashed").astype(bool)
+        images = ExactGroups(image_keys, image_rows)
+        g = images.lookup(image_keys)
+        group_hash = np.zeros(len(images), dtype=np.uint64)
+        group_ok = np.zeros(len(images), dtype=bool)
+        group_hash[g[image_hashed]] = image_hashes[image_hashed]  # same bytes, same hash
+        group_ok[g[image_hashed]] = True
+        hashed_groups = np.flatnonzero(group_ok)
+        image_index = BandIndex(hamming_band_keys(group_hash[hashed_groups], config.near_image_max_distance))
+
+        item_keys = cat("item_keys").astype("V16")
+        signatures = np.concatenate([p.signatures for p in parts]) if parts else np.zeros((0, 2, config.num_perm), np.uint32)
+        items = ExactGroups(item_keys, rows)
+        first = np.searchsorted(rows, items.first_row(np.arange(len(items))))  # rows are 0..n-1 in order
+        item_signatures = signatures[first]
+        bands = lsh_bands(config.near_item_threshold, config.num_perm)
+        # Candidates come from the MinHash of question+options together (the elementwise min of the two
+        # signatures is the MinHash of the union). The fields' shingles are disjoint, so the union's
+        # Jaccard lies between the two fields' own: a pair with both >= threshold has the union >= it too.
+        item_index = BandIndex(minhash_band_keys(item_signatures.min(axis=1), *bands))
+        return cls(config, len(rows), name_codes, uniq, cat("dataset_index").astype(np.int64), images, group_hash,
+                   image_index, hashed_groups, items, item_signatures, item_index, bands)
+
+    def name(self, row: int) -> str | None:
+        return self.names[self.name_codes[row]]
+
+    # Each matcher returns (train rows, query rows, similarity) for one kind.
+
+    def exact_images(self, q_rows, q_keys):
+        g = self.images.lookup(q_keys)
+        hit = g >= 0
+        train_rows, query_rows = self.images.expand(g[hit], q_rows[hit])
+        return train_rows, query_rows, np.ones(len(train_rows))
+
+    def near_images(self, q_rows, q_keys, q_hashes, q_hashed):
+        sel = np.flatnonzero(q_hashed)
+        qk = hamming_band_keys(q_hashes[sel], self.config.near_image_max_distance)
+        out = []
+        for qi, ti in self.image_index.candidates(qk):
+            groups = self.image_index_groups[ti]
+            dist = hamming(q_hashes[sel][qi], self.image_hash_of_group[groups])
+            ok = (dist <= self.config.near_image_max_distance) & (self.images.keys[groups] != q_keys[sel][qi])
+            qi, ti = _unique_pairs(qi[ok], ti[ok])  # the cheap check first, then dedupe the few left
+            groups = self.image_index_groups[ti]
+            dist = hamming(q_hashes[sel][qi], self.image_hash_of_group[groups])
+            ok = np.ones(len(qi), dtype=bool)
+            out.append(self.images.expand(groups[ok], q_rows[sel][qi][ok], 1.0 - dist[ok] / HASH_BITS))
+        return _concat3(out)
+
+    def near_items(self, q_rows, q_keys, q_sigs):
+        g = self.items.lookup(q_keys)
+        hit = g >= 0
+        out = [self.items.expand(g[hit], q_rows[hit], np.ones(int(hit.sum())))]
+        qk = minhash_band_keys(q_sigs.min(axis=1), *self.item_bands)
+        for qi, ti in self.item_index.candidates(qk, budget=1 << 16):
+            qi, ti = _unique_pairs(qi, ti)  # before the costly check: num_perm comparisons a pair
+            sim = item_similarity(q_sigs[qi], self.item_signatures[ti])
+            ok = (sim >= self.config.near_item_threshold) & (self.items.keys[ti] != q_keys[qi])
+            out.append(self.items.expand(ti[ok], q_rows[qi][ok], sim[ok]))
+        return _concat3(out)
+
+    def match(self, q: Columns) -> dict[str, tuple]:
+        """Query rows (test) against train: every (train row, query row, similarity) per kind."""
+        return {
+            "exact_image": self.exact_images(q.image_rows, q.image_keys),
+            "near_image": self.near_images(q.image_rows, q.image_keys, q.image_hashes, q.image_hashed),
+            "near_item": self.near_items(q.rows, q.item_keys, q.signatures),
+        }
+
+    def match_within(self) -> dict[str, tuple]:
+        """Train against itself, per unique image / item (each group is queried once): for each row,
+        (row, an earlier row it matches, similarity); only a group's first row stands for it as the
+        earlier row, so a group of k copies gives k-1 pairs, not k*k."""
+        return {
+            "exact_image": _later_rows_of_groups(self.images),
+            "near_image": self._near_within(
+                self.images, self.image_index, self.image_index_groups,
+                hamming_band_keys(self.image_hash_of_group[self.image_index_groups], self.config.near_image_max_distance),
+                lambda g, h: 1.0 - hamming(self.image_hash_of_group[g], self.image_hash_of_group[h]) / HASH_BITS,
+                1.0 - self.config.near_image_max_distance / HASH_BITS, budget=1 << 20),
+            "near_item": _concat3([
+                _later_rows_of_groups(self.items),
+                self._near_within(
+                    self.items, self.item_index, np.arange(len(self.items)),
+                    minhash_band_keys(self.item_signatures.min(axis=1), *self.item_bands),
+                    lambda g, h: item_similarity(self.item_signatures[g], self.item_signatures[h]),
+                    self.config.near_item_threshold, budget=1 << 16, dedupe=True),
+            ]),
+        }
+
+    @staticmethod
+    def _near_within(groups: ExactGroups, index: BandIndex, index_groups, keys, similarity, min_sim, budget,
+                     dedupe: bool = False):
+        """For each group, the earliest row of another group near it (the most similar on ties): kept per
+        group as the candidates stream by, so the work after the check and the output are O(rows) however
+        many near pairs a dense cluster has. Then each of the group's rows later than that row."""
+        none = np.iinfo(np.int64).max
+        best, best_sim = np.full(len(groups), none, dtype=np.int64), np.zeros(len(groups))
+        last_row = groups.rows[groups.offsets[1:] - 1]
+        for qi, ti in index.candidates(keys, budget=budget):
+            gq, gt = index_groups[qi], index_groups[ti]
+            earlier = groups.first_row(gt)
+            # only a row earlier than one of gq's rows, and not later than gq's best so far, can matter
+            keep = (gq != gt) & (earlier < last_row[gq]) & (earlier <= best[gq])
+            gq, gt, earlier = gq[keep], gt[keep], earlier[keep]
+            if dedupe:  # a costly similarity: compute it once per pair, not once per shared band
+                gq, gt = _unique_pairs(gq, gt)
+                earlier = groups.first_row(gt)
+            sim = similarity(gq, gt)
+            ok = sim >= min_sim - 1e-12
+            gq, earlier, sim = gq[ok], earlier[ok], sim[ok]
+            order = np.lexsort((-sim, earlier, gq))
+            gq, earlier, sim = gq[order], earlier[order], sim[order]
+            first = np.r_[True, gq[1:] != gq[:-1]] if len(gq) else np.zeros(0, dtype=bool)
+            gq, earlier, sim = gq[first], earlier[first], sim[first]
+            better = (earlier < best[gq]) | ((earlier == best[gq]) & (sim > best_sim[gq]))
+            best[gq[better]], best_sim[gq[better]] = earlier[better], sim[better]
+        found = np.flatnonzero(best != none)
+        rows, earlier, sim = groups.expand(found, best[found], best_sim[found])
+        keep = earlier < rows
+        return rows[keep], earlier[keep], sim[keep]
+
+
+def _unique_pairs(qi: np.ndarray, ti: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pairs = np.unique(qi << 32 | ti)
+    return pairs >> 32, pairs & 0xFFFFFFFF
+
+
+def _later_rows_of_groups(groups: ExactGroups):
+    """Each row of a group but the first, with the group's first row (exact copies: similarity 1)."""
+    sizes = np.diff(groups.offsets)
+    first = np.repeat(groups.rows[groups.offsets[:-1]], sizes)
+    later = groups.rows > first
+    return groups.rows[later], first[later], np.ones(int(later.sum()))
+
+
+def _concat3(parts):
+    if not parts:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+
+
+def row_pairs(matches: dict[str, tuple], within: bool) -> dict[str, np.ndarray]:
+    """Image/item matches -> one entry per (train row, other row, kind) with the best similarity.
+    A row pair sharing an exact image is not also listed as near_image. Within train, only pairs with
+    an earlier row count, and each row keeps one pair per kind: its earliest earlier match."""
+    out = {"train": [], "other": [], "kind": [], "sim": []}
+    exact_keys = None
+    for k, kind in enumerate(KINDS):
+        train, other, sim = (np.asarray(a) for a in matches[kind])
+        order = np.lexsort((-sim, other, train))
+        train, other, sim = train[order], other[order], sim[order]
+        pair = train.astype(np.int64) << 32 | other.astype(np.int64)
+        first = np.ones(len(pair), dtype=bool)
+        first[1:] = pair[1:] != pair[:-1]  # best similarity of each pair
+        train, other, sim, pair = train[first], other[first], sim[first], pair[first]
+        if kind == "exact_image":
+            exact_keys = pair
+        elif kind == "near_image" and exact_keys is not None:
+            keep = ~np.isin(pair, exact_keys)
+            train, other, sim = train[keep], other[keep], sim[keep]
+        if within:  # earliest earlier row per train row
+            first = np.ones(len(train), dtype=bool)
+            first[1:] = train[1:] != train[:-1]
+            train, other, sim = train[first], other[first], sim[first]
+        out["train"].append(train)
+        out["other"].append(other)
+        out["kind"].append(np.full(len(train), k, dtype=np.int8))
+        out["sim"].append(sim)
+    return {key: np.concatenate(v) for key, v in out.items()}
+
+
+# ---------------------------------------------------------------- the whole audit
+
+PAIRS_SCHEMA = pa.schema([
+    ("train_dataset_name", pa.string()),
+    ("train_dataset_index", pa.int64()),
+    ("train_row", pa.int64()),
+    ("test_dataset_name", pa.string()),  # for train_* kinds: the earlier train row
+    ("test_dataset_index", pa.int64()),
+    ("test_row", pa.int64()),
+    ("kind", pa.string()),
+    ("similarity", pa.float64()),
+])
+FLAGGED_SCHEMA = pa.schema([
+    ("row", pa.int64()),
+    ("dataset_name", pa.string()),
+    ("dataset_index", pa.int64()),
+    ("kinds", pa.list_(pa.string())),
+])
+
+
+@dataclass
+class AuditResult:
+    pairs: pa.Table
+    flagged: pa.Table
+    metrics: dict
+    index: TrainIndex = field(repr=False, default=None)
+
+
+def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, num_proc: int = 1) -> AuditResult:
+    """Hash train into the index, match train against itself, stream test against it."""
+    train_stats, test_stats = StageStats(), StageStats()
+    parts = [Columns.of(t, config.num_perm) for t in run_units(partial(hash_unit, config=config), train_units, num_proc, train_stats)]
+    index = TrainIndex.build(parts, config)
+    del parts
+    within = row_pairs(index.match_within(), within=True)
+
+    # Test streams by; what is kept is at most max_pairs_per_row pairs per train row and kind, reduced
+    # after every unit, so memory stays bounded even when one image is in every row of both splits.
+    vs_test = _empty_pairs()
+    test_names, test_matched, pairs_found = {}, [], 0
+    for t in run_units(partial(hash_unit, config=config), test_units, num_proc, test_stats):
+        q = Columns.of(t, config.num_perm)
+        found = row_pairs(index.match(q), within=False)
+        pairs_found += len(found["train"])
+        test_matched.append(np.unique(found["other"]))
+        vs_test = _best_pairs({k: np.concatenate([vs_test[k], found[k]]) for k in vs_test}, config.max_pairs_per_row)
+        for r in np.unique(found["other"]).tolist():
+            i = r - int(q.rows[0])
+            test_names[r] = (q.names[i].as_py(), _index_list(q.dataset_index[i : i + 1])[0])
+        kept = set(np.unique(vs_test["other"]).tolist())
+        test_names = {r: v for r, v in test_names.items() if r in kept}
+
+    pairs = _pairs_table(index, vs_test, within, test_names)
+    flagged = _flagged_table(index, vs_test, within)
+    metrics = {
+        "params": config.model_dump(exclude={"num_proc"}),  # num_proc never changes the result
+        "lsh_bands": {"bands": index.item_bands[0], "rows": index.item_bands[1]},
+        "rows": {"train": train_stats.rows_in, "test": test_stats.rows_in},
+        "images": {"train": train_stats.counts["images"], "test": test_stats.counts["images"]},
+        "images_unhashable": train_stats.counts["images_unhashable"] + test_stats.counts["images_unhashable"],
+        "images_unhashable_by_split": {"train": train_stats.counts["images_unhashable"],
+                                       "test": test_stats.counts["images_unhashable"]},
+        "train_vs_test": {**_counts(vs_test), "pairs_found": pairs_found,
+                          "test_rows_matched": int(sum(len(m) for m in test_matched))},
+        "within_train": _counts(within),
+        "total": {
+            "train_rows_flagged": flagged.num_rows,
+            "train_rows_flagged_vs_test": len(np.unique(vs_test["train"])),
+            "train_rows_flagged_within_train": len(np.unique(within["train"])),
+            "pairs": pairs.num_rows,
+        },
+    }
+    return AuditResult(pairs, flagged, metrics, index)
+
+
+def _counts(p: dict) -> dict:
+    """Train rows affected per kind (a row counts once per kind), all kinds together, and pairs written."""
+    out = {kind: len(np.unique(p["train"][p["kind"] == k])) for k, kind in enumerate(KINDS)}
+    out["any"] = len(np.unique(p["train"]))
+    out["pairs"] = len(p["train"])
+    return out
+
+
+def _empty_pairs() -> dict:
+    return {"train": np.empty(0, np.int64), "other": np.empty(0, np.int64), "kind": np.empty(0, np.int8),
+            "sim": np.empty(0, np.float64)}
+
+
+def _best_pairs(p: dict, limit: int) -> dict:
+    """At most `limit` pairs per (train row, kind): the most similar, then the lowest other row."""
+    order = np.lexsort((p["other"], -p["sim"], p["kind"], p["train"]))
+    p = {k: v[order] for k, v in p.items()}
+    group = p["train"].astype(np.int64) * 8 + p["kind"]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]) if len(group) else np.empty(0, np.int64)
+    rank = np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
+    return {k: v[rank < limit] for k, v in p.items()}
+
+
+def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dict) -> pa.Table:
+    kinds = np.array([*KINDS, *(f"train_{k}" for k in KINDS)], dtype=object)
+    train = np.concatenate([vs_test["train"], within["train"]]).astype(np.int64)
+    other = np.concatenate([vs_test["other"], within["other"]]).astype(np.int64)
+    kind = np.concatenate([vs_test["kind"], within["kind"] + len(KINDS)]).astype(np.int64)
+    sim = np.concatenate([vs_test["sim"], within["sim"]]).astype(np.float64)
+    is_test = np.arange(len(train)) < len(vs_test["train"])
+    order = np.lexsort((kind, other, train))
+    train, other, kind, sim, is_test = train[order], other[order], kind[order], sim[order], is_test[order]
+    other_names, other_index = [], []
+    for o, t in zip(other.tolist(), is_test.tolist()):
+        name, di = test_names[o] if t else (index.name(o), _index_list(index.dataset_index[o : o + 1])[0])
+        other_names.append(name)
+        other_index.append(di)
+    return pa.table({
+        "train_dataset_name": [index.name(r) for r in train.tolist()],
+        "train_dataset_index": _index_list(index.dataset_index[train]),
+        "train_row": train,
+        "test_dataset_name": other_names,
+        "test_dataset_index": other_index,
+        "test_row": other,
+        "kind": kinds[kind].tolist(),
+        "similarity": np.round(sim, 6),
+    }, schema=PAIRS_SCHEMA)
+
+
+def _flagged_table(index: TrainIndex, vs_test: dict, within: dict) -> pa.Table:
+    train = np.concatenate([vs_test["train"], within["train"]]).astype(np.int64)
+    kind = np.concatenate([vs_test["kind"], within["kind"] + len(KINDS)]).astype(np.int64)
+    names = [*KINDS, *(f"train_{k}" for k in KINDS)]
+    flags = np.zeros((index.rows, len(names)), dtype=bool)
+    flags[train, kind] = True
+    rows = np.flatnonzero(flags.any(axis=1))
+    return pa.table({
+        "row": rows.astype(np.int64),
+        "dataset_name": [index.name(r) for r in rows.tolist()],
+        "dataset_index": _index_list(index.dataset_index[rows]),
+        "kinds": [[names[k] for k in np.flatnonzero(flags[r])] for r in rows.tolist()],
+    }, schema=FLAGGED_SCHEMA)
