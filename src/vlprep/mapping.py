@@ -291,12 +291,11 @@ def image_root(inp: Input | None, default: str | None, path: str) -> Path:
 
 def containment_warnings(split: str, entries: list[InputEntry] | str, tracked: str | None) -> list[str]:
     """Input paths DVC would not see change: those outside input_data.<split>, hf_bytes@<split>'s dep."""
-    if tracked is None:
+    if tracked is None or isinstance(entries, str):  # a plain spec: no new output, as before entries existed
         return []
     root = Path(tracked).resolve()
-    items = [(f"inputs.{split}", entries)] if isinstance(entries, str) else [
-        (f"inputs.{split}[{i}].{key}", value) for i, e in enumerate(entries)
-        for key, value in (("path", e.path), ("image_root", e.image_root)) if value]
+    items = [(f"inputs.{split}[{i}].{key}", value) for i, e in enumerate(entries)
+             for key, value in (("path", e.path), ("image_root", e.image_root)) if value]
     out = []
     for label, spec in items:
         for part in filter(None, (p.strip() for p in spec.split(","))):
