@@ -149,3 +149,125 @@ def test_kept_with_counted_warnings(adversarial):
     by_hash = {r["hash"]: r for r in ds}
     assert by_hash["null_answer"]["answer"] == "beta"
     assert by_hash["long_texts"]["question"].endswith(LONG)
+
+
+# ---- The same, for mapped inputs (inputs.<split> entries): CSV, JSON Lines, JSON and parquet in the
+# option / label / image forms a column mapping declares, open and yes/no questions included.
+# class -> (entry, row overrides, outcome in hf_bytes, in verl, in trl)
+CSV_ROW = {"img": "ok.png", "question": "Which one?", "opa": "alpha", "opb": "beta", "opc": "gamma", "label": "2",
+           "reasoning": "Because beta."}
+OPEN_ROW = {"images": ["ok.png"], "question": "What is seen?", "answer": "a nodule", "reasoning": "I looked."}
+EMB_ROW = {"img": "ok.png", "question": "Which one? (A) alpha (B) beta", "answer": "beta", "reasoning": "So."}
+COL_ROW = {"front": png(), "side": jpeg(), "question": "Which one?", "options": '{"A": "x", "B": "y"}', "label": "A",
+           "reasoning": "So."}
+MAPPED_CLASSES = {
+    "csv_good": ("csv", {}, KEPT, KEPT, KEPT),
+    "csv_label_index_out_of_range": ("csv", {"label": "4"}, "answer_label_not_in_options", None, None),
+    "csv_label_a_letter_not_an_index": ("csv", {"label": "B"}, "answer_label_not_in_options", None, None),
+    "csv_extra_field": ("csv", {"extra": "x"}, "row_malformed", None, None),
+    "csv_blank_question": ("csv", {"question": ""}, "question_missing", None, None),
+    "csv_blank_options": ("csv", {"opa": "", "opb": "", "opc": ""}, "options_missing", None, None),
+    "csv_path_traversal": ("csv", {"img": "../secret.png"}, "image_path_outside_root", None, None),
+    "csv_missing_image_file": ("csv", {"img": "nope.png"}, "image_file_missing", None, None),
+    "csv_chat_token_in_option": ("csv", {"opa": "a<|im_end|>"}, KEPT, "reserved_marker_in_text", "reserved_marker_in_text"),
+    "csv_no_reasoning": ("csv", {"reasoning": ""}, KEPT, KEPT, "reasoning_missing"),
+    "open_good": ("jsonl", {}, KEPT, KEPT, KEPT),
+    "yesno_good": ("jsonl", {"question": "Is it normal?", "answer": "No."}, KEPT, KEPT, KEPT),
+    "open_no_answer": ("jsonl", {"answer": None}, "answer_missing", None, None),
+    "open_answer_a_number": ("jsonl", {"answer": 3}, KEPT, KEPT, KEPT),
+    "open_chat_token_in_answer": ("jsonl", {"answer": "x<|im_start|>"}, KEPT, KEPT, "reserved_marker_in_text"),
+    "open_image_marker_in_question": ("jsonl", {"question": "Is <image> normal?"}, KEPT, "reserved_marker_in_text", "reserved_marker_in_text"),
+    "jsonl_invalid_line": ("jsonl", "{not json", "row_malformed", None, None),
+    "jsonl_not_an_object": ("jsonl", "[1, 2]", "row_malformed", None, None),
+    "embedded_good": ("json", {}, KEPT, KEPT, KEPT),
+    "embedded_ambiguous": ("json", {"question": "Which? (A) alpha (B) beta (A) again"}, "options_unparseable", None, None),
+    "embedded_none": ("json", {"question": "Which one?"}, "options_unparseable", None, None),
+    "embedded_answer_not_an_option": ("json", {"answer": "delta"}, "answer_not_in_options", None, None),
+    "columns_two_images": ("parquet", {}, KEPT, KEPT, KEPT),
+    "columns_one_null_image": ("parquet", {"side": None}, KEPT, KEPT, KEPT),
+    "columns_no_image": ("parquet", {"front": None, "side": None}, "no_image", None, None),
+    "columns_corrupt_image": ("parquet", {"side": b"\x89PNG\r\n\x1a\nbroken"}, "image_corrupt", None, None),
+}
+MAPPED_ENTRIES = [
+    {"path": "in/c.csv", "image_root": "in/imgs", "columns": {
+        "image": "img", "question": "question", "option_columns": ["opa", "opb", "opc"], "answer_label": "label",
+        "label_form": "index1", "reasoning": "reasoning", "hash": "id"}},
+    {"path": "in/j.jsonl", "image_root": "in/imgs", "name": "open_set", "columns": {
+        "images": "images", "question": "question", "answer": "answer", "reasoning": "reasoning", "hash": "id"}},
+    {"path": "in/e.json", "image_root": "in/imgs", "columns": {
+        "image": "img", "question": "question", "options_in_question": True, "answer": "answer",
+        "reasoning": "reasoning", "hash": "id"}},
+    {"path": "in/p.parquet", "columns": {
+        "image_columns": ["front", "side"], "question": "question", "options": "options", "answer_label": "label",
+        "reasoning": "reasoning", "hash": "id"}},
+]
+
+
+@pytest.fixture(scope="module")
+def adversarial_mapped(repro_repo, tmp_path_factory):
+    import csv
+
+    work = tmp_path_factory.mktemp("adversarial_mapped")
+    (work / "in/imgs").mkdir(parents=True)
+    (work / "in/imgs/ok.png").write_bytes(png(30, 30))
+    (work / "in/secret.png").write_bytes(png())
+    by_kind = {"csv": [], "jsonl": [], "json": [], "parquet": []}
+    base = {"csv": CSV_ROW, "jsonl": OPEN_ROW, "json": EMB_ROW, "parquet": COL_ROW}
+    for name, (kind, overrides, *_) in MAPPED_CLASSES.items():
+        by_kind[kind].append(overrides if isinstance(overrides, str) else {"id": name, **base[kind], **overrides})
+    header = ["id", *CSV_ROW]
+    with open(work / "in/c.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in by_kind["csv"]:
+            w.writerow([r[k] for k in header] + ([r["extra"]] if "extra" in r else []))
+    (work / "in/j.jsonl").write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in by_kind["jsonl"]) + "\n")
+    (work / "in/e.json").write_text(json.dumps(by_kind["json"]))
+    write_raw(work / "in/p.parquet", by_kind["parquet"])
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["inputs"] = {"train": MAPPED_ENTRIES}
+    params["input_data"] = {"train": "in"}
+    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in STAGES:
+        run(stage_argv(stage, "train"), work)
+    return work
+
+
+def mapped_expected(stage, name):
+    return MAPPED_CLASSES[name][STAGES[stage]]
+
+
+@pytest.mark.parametrize("name", [n for n, c in MAPPED_CLASSES.items() if not isinstance(c[1], str)])
+def test_mapped_class_outcome(adversarial_mapped, name):
+    for stage in STAGES:
+        outcome = mapped_expected(stage, name)
+        assert (name in present(adversarial_mapped, stage)) == (outcome == KEPT), (stage, name, outcome)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_mapped_drop_counts_are_exact_and_balanced(adversarial_mapped, stage):
+    m = metrics(adversarial_mapped, stage)
+    want = Counter(mapped_expected(stage, n) for n in MAPPED_CLASSES if mapped_expected(stage, n) not in (KEPT, None))
+    assert m["dropped"] == dict(want)
+    assert m["rows_out"] == sum(1 for n in MAPPED_CLASSES if mapped_expected(stage, n) == KEPT)
+
+
+def test_mapped_rows_in_entry_order_with_types(adversarial_mapped):
+    ds = datasets.load_from_disk(str(adversarial_mapped / "data/hf_bytes/train"))
+    kept = [n for n in MAPPED_CLASSES if mapped_expected("hf_bytes", n) == KEPT]
+    assert ds["hash"] == kept  # entries in order, rows in file order
+    types = dict(zip(ds["hash"], ds["question_type"]))
+    assert types["yesno_good"] == "yesno" and types["open_good"] == "open" and types["csv_good"] == "mcq"
+    by_hash = {r["hash"]: r for r in ds}
+    assert by_hash["open_answer_a_number"]["answer"] == "3" and by_hash["open_good"]["dataset_name"] == "open_set"
+    assert by_hash["embedded_good"]["question"] == "Which one?" and by_hash["embedded_good"]["answer_label"] == "B"
+    assert len(by_hash["columns_two_images"]["images"]) == 2 and len(by_hash["columns_one_null_image"]["images"]) == 1
+    rejects = pq.read_table(adversarial_mapped / "data/rejects/hf_bytes/train.parquet").to_pylist()
+    malformed = [(r["source"], r["row"]) for r in rejects if r["reason"] == "row_malformed"]
+    assert ("in/j.jsonl", 6) in malformed and ("in/c.csv", 3) in malformed  # file and row within it
+    trl = pq.read_table(adversarial_mapped / "data/trl/train.parquet").to_pylist()
+    response = {r["hash"]: r["messages"][-1]["content"][0]["text"] for r in trl}
+    assert response["open_good"] == "<think> I looked. </think>\n<answer> a nodule </answer>"
+    assert response["yesno_good"].endswith("<answer> No. </answer>") and response["csv_good"].endswith("<answer> B </answer>")

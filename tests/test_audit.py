@@ -66,7 +66,7 @@ BAD_BYTES = b"\x89PNG\r\n\x1a\n this is not really an image"
 def item(images, question, options, name, index):
     return {"images": [{"bytes": b, "path": None} for b in images], "question": question,
             "options": json.dumps(options), "answer_label": "A", "answer": None, "reasoning": None,
-            "dataset_name": name, "dataset_index": index, "hash": None, "misc": None}
+            "dataset_name": name, "dataset_index": index, "hash": None, "misc": None, "question_type": "mcq"}
 
 
 def planted_test_rows() -> list[dict]:

@@ -4,6 +4,7 @@ import re
 import shutil
 
 import pytest
+import yaml
 
 from conftest import git_commit_all, md5_tree, run, set_params
 
@@ -202,3 +203,25 @@ def test_exp_show_has_a_readable_80_column_view(committed_repo):
     assert "tight" in shown
     everything = run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
     assert len(everything) > 100  # the detailed metrics are all still there
+
+
+def test_a_split_mapping_is_a_param_of_that_split_only(scratch_repo):
+    """inputs.<split> in list form (entries with a preset or columns) is a param of hf_bytes@<split> only:
+    changing one split's mapping reruns that split's hf_bytes and what follows, nothing else."""
+    from vlprep.presets import PRESETS
+
+    columns = {k: v for k, v in PRESETS["reference"]["columns"].items() if k != "dataset_name"}
+    columns["optional"] = [c for c in columns["optional"] if c != "dataset_name"]
+    entry = {"path": "data/raw/train", "columns": columns, "name": "renamed"}
+    # what follows the train split: its verl/trl, the train-vs-test audit, and the reports (which show inputs)
+    follows = {"hf_bytes@train", "verl@train", "trl@train", "audit", *REPORTS}
+    set_params(scratch_repo, **{"inputs.train": [entry]})
+    assert repro_ran(scratch_repo) == follows
+    assert json.loads((scratch_repo / "metrics/hf_bytes/train.json").read_text())["rows_out"] == 140
+    set_params(scratch_repo, **{"inputs.train": [{**entry, "name": "renamed_again"}]})
+    assert repro_ran(scratch_repo) == follows
+    assert repro_ran(scratch_repo) == set()
+    assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
+    # the test split's inputs are untouched (and hf_bytes@test's lock entry names only its own params)
+    lock = yaml.safe_load((scratch_repo / "dvc.lock").read_text())["stages"]
+    assert "renamed_again" in str(lock["hf_bytes@train"]) and "renamed_again" not in str(lock["hf_bytes@test"])

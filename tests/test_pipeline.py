@@ -88,11 +88,12 @@ VERL_COLUMNS = {
     "ability": "string",
     "reward_model": "struct<style: string, ground_truth: string>",
     "extra_info": "struct<split: string, index: int64, question: string, options: string, answer_label: string, "
-                  "answer: string, dataset_name: string, dataset_index: int64, prompt_tokens: int64, image_tokens: int64>",
+                  "answer: string, dataset_name: string, dataset_index: int64, prompt_tokens: int64, image_tokens: int64, "
+                  "question_type: string>",
 }
 TRL_COLUMNS = {
     **{c: "string" for c in ["question", "options", "answer_label", "answer", "reasoning", "dataset_name"]},
-    "dataset_index": "int64", "hash": "string", "misc": "string", "images": IMAGES,
+    "dataset_index": "int64", "hash": "string", "misc": "string", "question_type": "string", "images": IMAGES,
     "messages": "list<element: struct<role: string, content: list<element: struct<type: string, text: string>>>>",
     "text": "string", "prompt_tokens": "int64", "image_tokens": "int64", "total_tokens": "int64",
 }

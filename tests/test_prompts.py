@@ -30,3 +30,13 @@ def test_json_options_give_the_same_text():
 
 def test_response_format():
     assert response_text("  I looked.\n", "C") == "<think> I looked. </think>\n<answer> C </answer>"
+
+
+def test_open_and_yes_no_prompts_have_no_options_block_and_answer_with_the_text():
+    from vlprep.prompts import INSTRUCTION, final_answer
+
+    for options in (None, {}, "{}"):
+        assert verl_prompt_content(1, "Is it normal?", options) == f"<image>{INSTRUCTION}\n\nQuestion: Is it normal?"
+    assert final_answer({"question_type": "yesno", "answer": " Yes ", "answer_label": None}) == "Yes"
+    assert final_answer({"question_type": "open", "answer": "a nodule", "answer_label": None}) == "a nodule"
+    assert final_answer({"question_type": "mcq", "answer": "beta", "answer_label": "B"}) == "B"

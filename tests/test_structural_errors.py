@@ -67,3 +67,48 @@ def test_comma_list_of_file_dir_and_glob_is_deduplicated_in_order(workdir):
 
     ds = datasets.load_from_disk(str(workdir / "data/hf_bytes/train"))
     assert ds["dataset_index"] == [3, 1, 2]
+
+
+def set_inputs(workdir, entries):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["inputs"]["train"] = entries
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_mapped_column_missing_names_the_input_file_and_column(workdir):
+    (workdir / "raw").mkdir()
+    (workdir / "raw/a.csv").write_text("Figure_path,Question,Answer,Choice A,Choice B,Answer_label\nx.jpg,q,a,A:a,B:b,A\n")
+    set_inputs(workdir, [{"path": "raw/a.csv", "preset": "pmc_vqa"}])
+    proc = hf_bytes(workdir)
+    assert proc.returncode != 0
+    assert "inputs.train[0]" in proc.stderr and "a.csv" in proc.stderr and "Choice C" in proc.stderr
+    assert not (workdir / "data/hf_bytes/train").exists()
+
+
+def test_mapped_column_of_the_wrong_type_names_it(workdir):
+    write_raw(workdir / "raw/a.parquet", [{"img": b"x", "q": "?", "opts": 5, "label": "A"}])
+    set_inputs(workdir, [{"path": "raw/a.parquet", "columns": {"image": "img", "question": "q", "option_list": "opts",
+                                                               "answer_label": "label"}}])
+    proc = hf_bytes(workdir)
+    assert proc.returncode != 0 and "inputs.train[0]" in proc.stderr and "'opts' is int64" in proc.stderr
+
+
+def test_second_entry_matching_nothing_names_it(workdir):
+    write_raw(workdir / "raw/train/a.parquet", [row()])
+    set_inputs(workdir, [{"path": "raw/train", "preset": "reference"}, {"path": "raw/slake", "preset": "slake"}])
+    proc = hf_bytes(workdir)
+    assert proc.returncode != 0 and "inputs.train[1]" in proc.stderr and "raw/slake" in proc.stderr
+
+
+def test_bad_preset_name_is_a_params_error(workdir):
+    set_inputs(workdir, [{"path": "raw/a.csv", "preset": "pmcvqa"}])
+    proc = hf_bytes(workdir)
+    assert proc.returncode != 0 and "inputs.train[0].preset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_json_file_that_is_not_an_array_names_it(workdir):
+    (workdir / "raw").mkdir()
+    (workdir / "raw/a.json").write_text('{"data": [{"question": "q"}]}')
+    set_inputs(workdir, [{"path": "raw/a.json", "preset": "slake"}])
+    proc = hf_bytes(workdir)
+    assert proc.returncode != 0 and "a.json" in proc.stderr and "not an array" in proc.stderr

@@ -88,3 +88,52 @@ def test_trl_sft_trains_on_output(split, repro_repo, trainer_py, trainer_env, ti
     print(output)
     assert rc == 0, output[-OUTPUT_TAIL:]
     assert "trl check OK:" in output, output[-OUTPUT_TAIL:]
+
+
+@pytest.fixture(scope="session")
+def open_ended_outputs(repro_repo, tmp_path_factory):
+    """A train split mixing multiple-choice (reference parquet) and open / yes-no rows (JSON Lines with
+    reasoning, images by path) through hf_bytes, verl and trl, as a user's mixed inputs would be."""
+    import json
+
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from builders import jpeg, png, row, write_raw
+    from conftest import REPO, run as run_cmd, stage_argv
+
+    work = tmp_path_factory.mktemp("open_ended")
+    write_raw(work / "in/mc/a.parquet", [row(hash=f"mc{i}", dataset_index=i) for i in range(3)])
+    (work / "in/imgs").mkdir(parents=True)
+    (work / "in/imgs/a.png").write_bytes(png(64, 48))
+    (work / "in/imgs/b.jpg").write_bytes(jpeg(56, 56))
+    items = [("What is seen in the left lung?", "a nodule", ["a.png"]), ("Is this study normal?", "no", ["b.jpg"]),
+             ("Is there an effusion?", "Yes", ["a.png", "b.jpg"]), ("Which organ is shown?", "liver", ["b.jpg"])]
+    (work / "in/open.jsonl").write_text("\n".join(json.dumps(
+        {"q": q, "a": a, "imgs": imgs, "why": f"Looking at the image, {a}."}) for q, a, imgs in items) + "\n")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["inputs"] = {"train": [
+        {"path": "in/mc", "preset": "reference"},
+        {"path": "in/open.jsonl", "image_root": "in/imgs", "name": "open_set",
+         "columns": {"images": "imgs", "question": "q", "answer": "a", "reasoning": "why"}}]}
+    params["input_data"] = {"train": "in"}
+    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    for stage in ("hf_bytes", "verl", "trl"):
+        run_cmd(stage_argv(stage, "train"), work)
+    import pyarrow.parquet as pq
+
+    types = [e["question_type"] for e in pq.read_table(work / "data/verl/train.parquet").column("extra_info").to_pylist()]
+    assert types == ["mcq"] * 3 + ["open", "yesno", "yesno", "open"]
+    return work
+
+
+def test_verl_and_trl_train_on_open_ended_rows(open_ended_outputs, trainer_py, trainer_env, tiny_qwen_dir):
+    verl_file = open_ended_outputs / "data/verl/train.parquet"
+    rc, output = run([trainer_py, COMPAT / "check_verl.py", "--processor-dir", tiny_qwen_dir, verl_file], trainer_env, timeout=1800)
+    print(output)
+    assert rc == 0 and "verl check OK:" in output, output[-OUTPUT_TAIL:]
+    trl_file = open_ended_outputs / "data/trl/train.parquet"
+    rc, output = run([trainer_py, COMPAT / "check_trl.py", "--model-dir", tiny_qwen_dir, trl_file], trainer_env, timeout=1800)
+    print(output)
+    assert rc == 0 and "trl check OK:" in output, output[-OUTPUT_TAIL:]

@@ -52,7 +52,7 @@ def test_golden_row(repro_repo):
             "split": "train", "index": 43, "question": "Welche Modalität wurde für diese Aufnahme verwendet?",
             "options": '{"A": "CT with contrast", "B": "MRI T2", "C": "肺炎", "D": "Normal study"}',
             "answer_label": "A", "answer": "CT with contrast", "dataset_name": "sample_train_c",
-            "dataset_index": 47, "prompt_tokens": 101, "image_tokens": 45,
+            "dataset_index": 47, "prompt_tokens": 101, "image_tokens": 45, "question_type": "mcq",
         },
     }
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass
 
-from vlprep.prompts import problem_text, response_text
+from vlprep.prompts import final_answer, problem_text, response_text
 from vlprep.qwen_tokenizer import CHAT_TEMPLATE
 from vlprep.tokens import count_tokens
 
@@ -17,11 +16,11 @@ def chat_messages(row: dict, with_response: bool) -> list[dict] | None:
     the assistant's think/answer turn (SFT). None when the row has no reasoning to teach."""
     if with_response and not (row["reasoning"] or "").strip():
         return None
-    text = problem_text(row["question"], json.loads(row["options"]))
+    text = problem_text(row["question"], row["options"])  # null for open / yes-no questions
     parts = [{"type": "image", "text": None} for _ in row["images"] or []]
     messages = [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
     if with_response:
-        answer = response_text(row["reasoning"], row["answer_label"])
+        answer = response_text(row["reasoning"], final_answer(row))
         messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return messages
 

@@ -22,6 +22,13 @@ DROP_REASONS = {
     "answer_label_missing": "null or blank answer_label",
     "answer_label_not_in_options": "answer_label is not a key of options (no guessing a mapping)",
     "dataset_index_not_integer": "dataset_index is not an integer",
+    "answer_missing": "no answer text where it is the truth (open question, or label taken from the answer)",
+    # mapped inputs (hf_bytes, inputs.<split> entries with a preset or columns)
+    "row_malformed": "a CSV row with another field count than its header, or a JSON row that is not an object",
+    "options_unparseable": "options embedded in the question text without one unambiguous A, B, C... sequence",
+    "answer_not_in_options": "the answer text (standing in for a label) is the text of no option, or of several",
+    "answer_conflicts_with_label": "the answer text is another option's text than the label's (answer_conflict: drop)",
+    "question_type_excluded": "question type (mcq / open / yesno) not in hf_bytes.question_types",
     # images (hf_bytes; with bad_image: drop_image only the image goes, counted images_dropped_<reason>)
     "no_image": "no images (null or empty list), with strict_image",
     "no_valid_image": "every image was bad (bad_image: drop_image), with strict_image",

@@ -21,11 +21,14 @@ def ordered_options(options: dict[str, str]) -> list[tuple[str, str]]:
     return first + rest
 
 
-def problem_text(question: str, options: dict[str, str] | str) -> str:
-    """INSTRUCTION + question + options: the user text of every prompt."""
+def problem_text(question: str, options: dict[str, str] | str | None) -> str:
+    """INSTRUCTION + question + options: the user text of every prompt. An open or yes/no question
+    (no options: null, or an empty mapping) has no options block; the instruction is the same."""
     if isinstance(options, str):
         options = json.loads(options)
-    body = f"Question: {question}\n\nOptions:" + "".join(f"\n\n{k}. {v}" for k, v in ordered_options(options))
+    body = f"Question: {question}"
+    if options:
+        body += "\n\nOptions:" + "".join(f"\n\n{k}. {v}" for k, v in ordered_options(options))
     return f"{INSTRUCTION}\n\n{body}"
 
 
@@ -34,8 +37,18 @@ def verl_prompt_content(n_images: int, question: str, options) -> str:
     return IMAGE_MARKER * n_images + problem_text(question, options)
 
 
-def response_text(reasoning: str, answer_label: str) -> str:
-    return f"<think> {reasoning.strip()} </think>\n<answer> {answer_label} </answer>"
+def response_text(reasoning: str, answer: str) -> str:
+    """The SFT target: the reasoning, then the final answer (see final_answer)."""
+    return f"<think> {reasoning.strip()} </think>\n<answer> {answer} </answer>"
+
+
+def final_answer(row: dict) -> str:
+    """What goes inside <answer>: the label of a multiple-choice question, the answer text of an open or
+    yes/no one (what the reward compares, by normalised exact match, with reward_model.ground_truth)."""
+    qtype = row.get("question_type")
+    if qtype == "mcq" or (qtype is None and row.get("answer_label") is not None):  # (rows from before the column)
+        return row["answer_label"]
+    return row["answer"].strip()
 
 
 # Text a trainer would read as structure: verl splits prompts on <image>, and Qwen's tokenizer turns

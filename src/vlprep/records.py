@@ -51,11 +51,26 @@ def normalize_misc(value) -> str | None:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
+YES_NO = ("yes", "no")
+
+
+def question_type(answer: str) -> str:
+    """A question without options is yes/no when its answer is (ignoring case, spaces, a final '.')."""
+    return "yesno" if answer.strip().rstrip(".").strip().casefold() in YES_NO else "open"
+
+
 def normalize_text_fields(row: dict, warnings) -> dict:
-    """Everything but images. `warnings` is a Counter for kept-but-suspicious rows."""
+    """Everything but images. `warnings` is a Counter for kept-but-suspicious rows. A row marked
+    `open_ended` (mapped from a source without options) has no options or label: its answer text is
+    the truth, and its question_type is open or yesno; any other row is a multiple-choice one (mcq)."""
     question = _text(row.get("question"))
     if question is None or not question.strip():
         raise Rejected("question_missing")
+    if row.get("open_ended"):
+        answer = _text(row.get("answer"))
+        if answer is None or not answer.strip():
+            raise Rejected("answer_missing")
+        return _clean(row, question, None, None, answer, question_type(answer))
     options = normalize_options(row.get("options"))
     label = normalize_label(row.get("answer_label"), options)
     answer = _text(row.get("answer"))
@@ -67,6 +82,10 @@ def normalize_text_fields(row: dict, warnings) -> dict:
         # Kept: sources often abbreviate or rephrase the answer text. Counted so a dataset where this
         # is common (a sign of misaligned labels) stands out in the metrics.
         warnings["answer_text_mismatch"] += 1
+    return _clean(row, question, json.dumps(options, ensure_ascii=False), label, answer, "mcq")
+
+
+def _clean(row: dict, question: str, options: str | None, label: str | None, answer: str, qtype: str) -> dict:
     reasoning = _text(row.get("reasoning"))
     dataset_index = row.get("dataset_index")
     try:
@@ -75,7 +94,7 @@ def normalize_text_fields(row: dict, warnings) -> dict:
         raise Rejected("dataset_index_not_integer", repr(dataset_index)) from None
     return {
         "question": question,
-        "options": json.dumps(options, ensure_ascii=False),
+        "options": options,
         "answer_label": label,
         "answer": answer,
         "reasoning": reasoning if reasoning and reasoning.strip() else None,
@@ -83,4 +102,5 @@ def normalize_text_fields(row: dict, warnings) -> dict:
         "dataset_index": dataset_index,
         "hash": _text(row.get("hash")),
         "misc": normalize_misc(row.get("misc")),
+        "question_type": qtype,
     }

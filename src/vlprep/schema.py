@@ -58,6 +58,7 @@ HF_BYTES_FEATURES = {
     "dataset_index": INT64,
     "hash": STRING,
     "misc": STRING,
+    "question_type": STRING,  # mcq | open | yesno (open and yesno rows have null options and answer_label)
 }
 HF_BYTES_SCHEMA = arrow_schema(HF_BYTES_FEATURES)
 
@@ -85,6 +86,7 @@ VERL_SCHEMA = pa.schema(
                     ("dataset_index", pa.int64()),
                     ("prompt_tokens", pa.int64()),  # text tokens of the rendered prompt, image pads excluded
                     ("image_tokens", pa.int64()),  # sum over images of Qwen2-VL's (h/28)*(w/28)
+                    ("question_type", pa.string()),  # mcq | open | yesno: how the reward should score
                 ]
             ),
         ),

@@ -45,7 +45,7 @@ class Problem:
 
 def read_problem(row: dict, budget: BudgetParams, stats: StageStats) -> Problem:
     """The parts of an hf_bytes row every target needs, checked against what trainers refuse."""
-    reject_reserved_markers(row["question"], row["options"])
+    reject_reserved_markers(row["question"], row["options"] or "")  # options: null for open questions
     images, tokens = [], []
     for image in row["images"] or []:
         data = image["bytes"]
@@ -59,7 +59,7 @@ def read_problem(row: dict, budget: BudgetParams, stats: StageStats) -> Problem:
             stats.counts["images_resized"] += 1
         images.append({"bytes": data, "path": None})
         tokens.append(image_tokens(w, h, budget.min_pixels, budget.max_pixels))
-    return Problem(json.loads(row["options"]), images, tokens)
+    return Problem(json.loads(row["options"]) if row["options"] else {}, images, tokens)
 
 
 RowFn = Callable[[Item, BudgetParams, StageStats], dict]

@@ -8,16 +8,19 @@ import pyarrow as pa
 
 from vlprep.batches import map_rows
 from vlprep.images import normalize_image
+from vlprep.mapping import Input, apply_mapping, image_root
 from vlprep.metrics import Rejected, StageStats
 from vlprep.params import HfBytesParams
 from vlprep.records import normalize_text_fields
 from vlprep.schema import HF_BYTES_SCHEMA, RAW_COLUMNS
-from vlprep.sources import RowGroup, read_unit
+from vlprep.sources import RowGroup, TextChunk, read_rows
 
 
 def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: StageStats) -> dict:
     """One raw row -> one hf_bytes row; raises Rejected with the drop reason."""
     clean = normalize_text_fields(row, stats.counts)
+    if clean["question_type"] not in config.question_types:
+        raise Rejected("question_type_excluded", clean["question_type"])
     raw_images = row.get("images")
     if raw_images is None:
         raw_images = []
@@ -45,14 +48,24 @@ def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: Stag
     return {"images": [{"bytes": i.data, "path": None} for i in images], **clean}
 
 
-def convert_unit(unit: RowGroup, config: HfBytesParams) -> tuple[pa.Table, StageStats]:
-    """One raw row group -> hf_bytes rows: the unit the executor schedules (and Ray could map)."""
-    root = Path(config.image_root) if config.image_root else Path(unit.path).parent
+def convert_unit(unit: RowGroup | TextChunk, config: HfBytesParams,
+                 inputs: tuple[Input, ...] | None = None) -> tuple[pa.Table, StageStats]:
+    """One raw unit (a parquet row group, a chunk of CSV/JSON rows) -> hf_bytes rows: the unit the
+    executor schedules (and Ray could map). With `inputs` (list-form inputs.<split>), each row first goes
+    through its entry's mapping; without, rows are in the reference schema (a plain string spec)."""
+    inp = inputs[unit.entry] if inputs else None
+    root = image_root(inp, config.image_root, unit.path)
 
-    def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-        return convert_row(row, config, root, stats)
+    if inp is None:
+        def row_fn(row: dict, index: int, stats: StageStats) -> dict:
+            return convert_row(row, config, root, stats)
 
-    return map_rows(read_unit(unit, RAW_COLUMNS).to_pylist(), row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
+        return map_rows(read_rows(unit, RAW_COLUMNS), row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
+
+    def mapped_row_fn(row: dict, index: int, stats: StageStats) -> dict:
+        return convert_row(apply_mapping(row, inp), config, root, stats)
+
+    return map_rows(read_rows(unit, inp.mapping.columns()), mapped_row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
 
 
 class DuplicateIndexCounter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vlprep.metrics import Rejected, StageStats
 from vlprep.params import TrlParams
-from vlprep.prompts import reject_reserved_markers
+from vlprep.prompts import final_answer, reject_reserved_markers
 from vlprep.schema import TRL_SCHEMA
 from vlprep.targets import Item, TrainerTarget, read_problem
 from vlprep.tokens import check_budget
@@ -14,7 +14,7 @@ def trl_row(item: Item, p: TrlParams, stats: StageStats) -> dict:
     row, chat = item.row, item.chat
     if chat is None:
         raise Rejected("reasoning_missing")  # SFT teaches the <think> trace: nothing to teach
-    reject_reserved_markers(row["reasoning"])
+    reject_reserved_markers(row["reasoning"], final_answer(row))  # both go into the assistant turn
     problem = read_problem(row, p, stats)
     n = len(problem.images)
     image_tokens = sum(problem.image_tokens)

@@ -45,6 +45,7 @@ def verl_row(item: Item, p: VerlParams, stats: StageStats) -> dict:
             "dataset_index": row["dataset_index"],
             "prompt_tokens": prompt_tokens,
             "image_tokens": image_tokens,
+            "question_type": row["question_type"],
         },
     }
 
