@@ -64,6 +64,7 @@ def test_prompt_structure(question, options, n):
 
 @FAST
 @example(fmt="JPEG", width=33, height=65, flips=[(2227, 1)], cut=0)  # SOF length 17 -> 273: Pillow refuses
+@example(fmt="JPEG", width=1, height=65, flips=[(860, 1)], cut=0)  # a DHT marker after the SOF damaged
 @given(fmt=st.sampled_from(["PNG", "JPEG"]), width=st.integers(1, 80), height=st.integers(1, 80),
        flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4), cut=st.integers(0, 64))
 def test_fast_header_parsers_never_accept_what_pillow_reads_differently(fmt, width, height, flips, cut):

@@ -62,8 +62,10 @@ def _png_header(data: bytes) -> tuple[int, int] | None:
 
 
 def _jpeg_header(data: bytes) -> tuple[int, int] | None:
-    """Size from the first start-of-frame segment, or None when anything is unusual (Pillow decides)."""
-    pos = 2
+    """Size from the start-of-frame segment, after walking every marker segment up to the scan as Pillow
+    does, or None when anything is unusual (Pillow decides): a damaged marker after the frame header
+    makes Pillow refuse the file (found by hypothesis), so it must not pass here either."""
+    pos, size = 2, None
     while pos + 9 < len(data):
         if data[pos] != 0xFF:
             return None
@@ -76,15 +78,17 @@ def _jpeg_header(data: bytes) -> tuple[int, int] | None:
         if 0xD0 <= marker <= 0xD7:  # restart markers carry no length
             pos += 2
             continue
-        if marker == 0xDA:  # scan data before any frame header
-            return None
+        if marker == 0xDA:  # start of scan: the header is complete
+            return size
         if marker in _JPEG_SOF:
+            if size is not None:
+                return None  # a second frame header: unusual
             length, _, height, width, components = struct.unpack(">HBHHB", data[pos + 2 : pos + 10])
             # A frame header is exactly 8 bytes + 3 per component; any other length is damage Pillow
             # may refuse (found by hypothesis), so it decides.
-            if length != 8 + 3 * components or pos + 2 + length > len(data):
+            if length != 8 + 3 * components or pos + 2 + length > len(data) or not (width and height):
                 return None
-            return (width, height) if width and height else None
+            size = (width, height)
         pos += 2 + struct.unpack(">H", data[pos + 2 : pos + 4])[0]
     return None
 
