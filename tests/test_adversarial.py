@@ -58,6 +58,12 @@ CLASSES = {
 STAGES = {"hf_bytes": 2, "verl": 3, "trl": 4}
 
 
+def build(work) -> None:
+    """The stages in dvc.yaml's order (select: the rows verl/trl leave out; none with default params)."""
+    for stage in ["hf_bytes", "select", "verl", "trl"]:
+        run(stage_argv(stage, "train"), work)
+
+
 def raw_row(name, overrides, i):
     r = row(hash=name, dataset_index=i, images=[png(), jpeg()])
     r.update(overrides)
@@ -93,8 +99,7 @@ def adversarial(repro_repo, tmp_path_factory):
     tokenizer = str(repro_repo / "data/tokenizer/qwen2_5_vl")
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = tokenizer
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in STAGES:
-        run(stage_argv(stage, "train"), work)
+    build(work)
     return work
 
 
@@ -230,8 +235,7 @@ def adversarial_mapped(repro_repo, tmp_path_factory):
     params["input_data"] = {"train": "in"}
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in STAGES:
-        run(stage_argv(stage, "train"), work)
+    build(work)
     return work
 
 

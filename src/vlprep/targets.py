@@ -95,7 +95,7 @@ class TrainerTarget:
             if first_row + i in left_out:
                 prepared.append(None)
                 outcome.append(None)
-            elif rebalance:
+            elif rebalance and row["options"] is not None:  # open/yes-no questions have no options
                 row, what = rebalance_row(row, first_row + i, params.rebalance_seed, self.with_response)
                 prepared.append(row)
                 outcome.append(what)
@@ -113,9 +113,12 @@ class TrainerTarget:
             if outcome[i]:
                 stats.counts[outcome[i]] += 1
             out = self.row_fn(Item(prepared[i], index, split, chats[i]), params, stats)
-            # Answer-letter balance, for every target and split (metrics and plots)
-            stats.tally("answer_letter", prepared[i]["answer_label"])
-            stats.observe("options_per_row", len(json.loads(prepared[i]["options"])))
+            # Answer-letter balance, for every target and split (metrics and plots); open and yes/no
+            # questions have no options (0) and no letter.
+            options = prepared[i]["options"]
+            if options is not None:
+                stats.tally("answer_letter", prepared[i]["answer_label"])
+            stats.observe("options_per_row", len(json.loads(options)) if options is not None else 0)
             return out
 
         return map_rows(rows, row_fn, self.schema, where, first_row, source=batch if complete else None,
