@@ -44,12 +44,14 @@ def test_llamafactory_loads_encodes_and_trains(scratch_repo, llamafactory_py, tr
     set_params(scratch_repo, **{"llamafactory.splits": ["train", "test"]})
     run_project(["dvc", "repro"], scratch_repo)
     data = scratch_repo / "data" / "llamafactory"
-    cmd = [llamafactory_py, COMPAT / "check_llamafactory.py", "--model-dir", tiny_qwen_lf_dir, "--dataset-dir", data]
+    cmd = [llamafactory_py, COMPAT / "check_llamafactory.py", "--model-dir", tiny_qwen_lf_dir, "--dataset-dir", data,
+           "--tokenizer", scratch_repo / "data" / "tokenizer" / "qwen2_5_vl"]  # total_tokens as LLaMA-Factory encodes
     rc, output = run(cmd, trainer_env, timeout=1800)
     print(output)
     assert rc == 0, output[-OUTPUT_TAIL:]
     assert "llamafactory check OK:" in output, output[-OUTPUT_TAIL:]
     assert "vlprep_train: " in output and "vlprep_test: " in output, output[-OUTPUT_TAIL:]  # both encoded
+    assert output.count("token counts of") == 2, output[-OUTPUT_TAIL:]
 
 
 def test_swift_loads_encodes_and_trains(repro_repo, swift_py, trainer_env, tiny_qwen_lf_dir):
