@@ -8,7 +8,9 @@ import yaml
 
 from conftest import git_commit_all, md5_tree, run, set_params
 
-ALL_STAGES = {"raw", "tokenizer", "hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}
+# The trainer targets built from hf_bytes@train by default.
+TARGETS_TRAIN = {"verl@train", "trl@train", "llamafactory@train", "swift@train", "swift_grpo@train"}
+ALL_STAGES = {"raw", "tokenizer", "hf_bytes@train", "hf_bytes@test", "verl@test", "llamafactory_info", *TARGETS_TRAIN}
 # The cards next to verl/trl files and the preview show params and data of the stages above: they rerun
 # (in about a second) whenever those change. (A fix that leaves every output's bytes as they were, like
 # the image_code case, reruns neither.)
@@ -31,25 +33,33 @@ def committed_repo(scratch_repo):
 @pytest.mark.parametrize(
     "change,expected",
     [
-        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train",
+        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@test", *TARGETS_TRAIN,
                                                "audit", "select", "summary", *REPORTS}),
         ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train", *REPORTS}),
         ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test", *REPORTS}),
         ({"trl.splits": ["train", "test"]}, {"trl@test", "summary", *REPORTS}),  # summary: a new metrics file
         ({"verl.max_pixels": 200704}, {"verl@train", "verl@test", *REPORTS}),
+        # The LLaMA-Factory / ms-swift targets: each rebuilds alone (summary and preview follow only when
+        # its metrics or rejects change); a new split also rewrites dataset_info.json.
+        ({"llamafactory.max_pixels": 200704}, {"llamafactory@train"}),
+        ({"llamafactory.splits": ["train", "test"]}, {"llamafactory@test", "llamafactory_info", "summary", "preview"}),
+        ({"swift.max_total_tokens": 200}, {"swift@train", "summary", "preview"}),
+        ({"swift.max_prompt_tokens": 150}, {"swift_grpo@train", "summary", "preview"}),
         ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
-          "trl.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@train", "verl@test", "trl@train", *REPORTS}),
+          "trl.tokenizer": "data/tokenizer/qwen_copy", "llamafactory.tokenizer": "data/tokenizer/qwen_copy",
+          "swift.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@test", *TARGETS_TRAIN, *REPORTS}),
         # A fix to the image header parser: hf_bytes then writes the same bytes, yet verl/trl must rerun
         # too, since they parse the headers themselves (for the image-token budget).
-        ({"edit": "src/vlprep/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@train", "verl@test", "trl@train"}),
+        ({"edit": "src/vlprep/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@test", *TARGETS_TRAIN}),
         # The audit's thresholds reach no target while audit.drop_train_contaminated is off: select
         # rewrites the same (empty) selection files (tests/test_selection_rebalance.py: with it on).
         ({"audit.near_item_threshold": 0.8}, {"audit", "select"}),
         # rebalance permutes train rows only; verl@test reruns (it reads the verl section) to the same bytes
         ({"verl.rebalance": "permute"}, {"verl@train", "verl@test", "summary", *REPORTS}),
     ],
-    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "trl_test_split", "pixel_limit", "tokenizer_stage",
-         "image_code", "audit_threshold", "verl_rebalance"],
+    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "trl_test_split", "pixel_limit", "llamafactory_pixels",
+         "llamafactory_test_split", "swift_budget", "swift_grpo_budget", "tokenizer_stage", "image_code",
+         "audit_threshold", "verl_rebalance"],
 )
 def test_a_change_reruns_exactly_its_stages(scratch_repo, change, expected):
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout

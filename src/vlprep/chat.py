@@ -25,6 +25,16 @@ def chat_messages(row: dict, with_response: bool) -> list[dict] | None:
     return messages
 
 
+def marker_messages(content: str, row: dict, with_response: bool) -> list[dict]:
+    """The string form (LLaMA-Factory sharegpt, ms-swift): the user turn as one string holding an
+    <image> marker per image (prompts.verl_prompt_content), and with_response the same assistant
+    text as chat_messages."""
+    messages = [{"role": "user", "content": content}]
+    if with_response:
+        messages.append({"role": "assistant", "content": response_text(row["reasoning"], final_answer(row))})
+    return messages
+
+
 @dataclass
 class RenderedChat:
     messages: list[dict]

@@ -22,6 +22,10 @@ STAGES = {
     "trl": "hf_bytes -> TRL SFT parquet (messages, images, rendered text, token counts)",
     "select": "the rows verl and trl leave out: contaminated train rows (audit.drop_train_contaminated), "
               "rows outside the seeded subset (subset)",
+    "llamafactory": "hf_bytes -> LLaMA-Factory sharegpt SFT parquet (messages, images, token counts)",
+    "llamafactory_info": "LLaMA-Factory's dataset_info.json naming every llamafactory split (vlprep_<split>)",
+    "swift": "hf_bytes -> ms-swift SFT parquet (messages, images, token counts)",
+    "swift_grpo": "hf_bytes -> ms-swift GRPO parquet (prompt messages, images, solution and reward columns)",
     "card": "dataset cards next to the verl and trl files",
     "preview": "a self-contained HTML page with sampled rows and dropped rows",
     "export": "Hub-ready folders (off by default: export.products in params.yaml)",

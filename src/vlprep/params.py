@@ -172,6 +172,18 @@ class TrlParams(BudgetParams):
     max_total_tokens: PositiveInt | None
 
 
+class LlamaFactoryParams(BudgetParams):
+    splits: list[str]  # one data/llamafactory/<split>.parquet each, all named in its dataset_info.json
+    max_total_tokens: PositiveInt | None
+
+
+class SwiftParams(BudgetParams):
+    splits: list[str]  # SFT: data/swift/<split>.parquet
+    grpo_splits: list[str]  # GRPO: data/swift_grpo/<split>.parquet
+    max_total_tokens: PositiveInt | None  # SFT: prompt + images + response
+    max_prompt_tokens: PositiveInt | None  # GRPO: prompt + images
+
+
 class AuditParams(Section):
     """Contamination audit (README, "Contamination audit")."""
 
@@ -226,6 +238,8 @@ SECTIONS: dict[str, type[Section]] = {
     "tokenizer": TokenizerParams,
     "verl": VerlParams,
     "trl": TrlParams,
+    "llamafactory": LlamaFactoryParams,
+    "swift": SwiftParams,
     "audit": AuditParams,
     "subset": SubsetParams,
     "card": CardParams,

@@ -107,6 +107,39 @@ TRL_FEATURES = {
 }
 TRL_SCHEMA = arrow_schema(TRL_FEATURES)
 
+# LLaMA-Factory ("sharegpt" layout) and ms-swift: string message contents, one literal <image> per image
+# in the user turn (both loaders place images[i] at the i-th marker), and the images. The hf_bytes
+# columns a reward function or a collator may need are kept, as are the token counts.
+STRING_MESSAGES = list_of({"role": STRING, "content": STRING})
+PASSTHROUGH_FEATURES = {  # targets.MARKER_PASSTHROUGH
+    name: HF_BYTES_FEATURES[name] for name in ("question", "options", "answer_label", "answer", "dataset_name", "dataset_index")
+}
+# SFT: user + assistant turn (LLaMA-Factory, ms-swift `swift sft`).
+MARKER_SFT_FEATURES = {
+    "messages": STRING_MESSAGES,
+    "images": list_of(image()),
+    **PASSTHROUGH_FEATURES,
+    "prompt_tokens": INT64,
+    "image_tokens": INT64,
+    "total_tokens": INT64,
+}
+LLAMAFACTORY_FEATURES = MARKER_SFT_FEATURES
+LLAMAFACTORY_SCHEMA = arrow_schema(LLAMAFACTORY_FEATURES)
+SWIFT_FEATURES = MARKER_SFT_FEATURES
+SWIFT_SCHEMA = arrow_schema(SWIFT_FEATURES)
+# GRPO (`swift rlhf --rlhf_type grpo`): the user turn only; every other column reaches the reward
+# functions as a keyword argument: `solution` (ms-swift's name for the reference: the correct letter),
+# `answer_label`, `answer` (its text) and `options`.
+SWIFT_GRPO_FEATURES = {
+    "messages": STRING_MESSAGES,
+    "images": list_of(image()),
+    "solution": STRING,
+    **PASSTHROUGH_FEATURES,
+    "prompt_tokens": INT64,
+    "image_tokens": INT64,
+}
+SWIFT_GRPO_SCHEMA = arrow_schema(SWIFT_GRPO_FEATURES)
+
 # Rejects: one row per dropped row, per stage and split (data/rejects/<stage>/<split>.parquet), so a
 # user can find and fix the rows. `source` and `row` locate it: the raw file and the row within it
 # (hf_bytes), or the hf_bytes split directory and the row's position in it (verl, trl).

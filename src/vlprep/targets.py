@@ -13,16 +13,16 @@ from typing import Callable
 import pyarrow as pa
 
 from vlprep.batches import SOURCE_ROW, attach, map_rows
-from vlprep.chat import RenderedChat, render_chats
+from vlprep.chat import RenderedChat, marker_messages, render_chats
 from vlprep.images import probe, resize_image
 from vlprep.metrics import Rejected, StageStats
 from vlprep.params import BudgetParams
-from vlprep.prompts import reject_reserved_markers
+from vlprep.prompts import final_answer, reject_reserved_markers, verl_prompt_content
 from vlprep.rebalance import rebalance_row
 from vlprep.runner import Post, run_stage
 from vlprep.selection import Selection, load_selection
 from vlprep.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
-from vlprep.tokens import ImageShapeError, image_tokens, load_tokenizer, smart_resize
+from vlprep.tokens import ImageShapeError, check_budget, image_tokens, load_tokenizer, smart_resize
 from vlprep.writers import write_parquet
 
 
@@ -60,6 +60,76 @@ def read_problem(row: dict, budget: BudgetParams, stats: StageStats) -> Problem:
         images.append({"bytes": data, "path": None})
         tokens.append(image_tokens(w, h, budget.min_pixels, budget.max_pixels))
     return Problem(json.loads(row["options"]) if row["options"] else {}, images, tokens)
+
+
+@dataclass
+class Counted:
+    """A row's problem with its length as the model sees it. Counted on the tokenizer's own chat
+    template, where each image is one pad token; pads are subtracted and each image's tokens added."""
+
+    problem: Problem
+    content: str  # the user turn as one string: one <image> per image, in order, then the problem text
+    prompt_tokens: int  # the rendered user turn + generation prompt, image pads excluded
+    image_tokens: int
+    total_tokens: int | None = None  # prompt + images + response (SFT targets)
+
+
+def prompt_counted(item: Item, budget: BudgetParams, stats: StageStats, max_prompt_tokens: int | None) -> Counted:
+    """An RL prompt (verl, swift_grpo): the problem, its length, limited by max_prompt_tokens."""
+    row = item.row
+    problem = read_problem(row, budget, stats)
+    n = len(problem.images)
+    # Counted the way the rollout side sees it: the processor's chat template with one pad per image,
+    # each pad then expanded to that image's tokens. Pads are subtracted so text + image add up.
+    prompt_tokens = item.chat.prompt_tokens_with_pads - n
+    image_tokens = sum(problem.image_tokens)
+    check_budget(prompt_tokens + image_tokens, max_prompt_tokens, "over_max_prompt_tokens")
+    content = verl_prompt_content(n, row["question"], problem.options)
+    stats.observe("images_per_row", n)
+    stats.observe("prompt_chars", len(content))
+    stats.observe("prompt_text_tokens", prompt_tokens)
+    stats.observe("prompt_total_tokens", prompt_tokens + image_tokens)
+    stats.observe("image_tokens", image_tokens)
+    return Counted(problem, content, prompt_tokens, image_tokens)
+
+
+def sft_counted(item: Item, budget: BudgetParams, stats: StageStats, max_total_tokens: int | None) -> Counted:
+    """An SFT conversation (trl, llamafactory, swift): rows without reasoning are dropped; the length
+    is the whole rendered conversation, limited by max_total_tokens."""
+    row, chat = item.row, item.chat
+    if chat is None:
+        raise Rejected("reasoning_missing")  # SFT teaches the <think> trace: nothing to teach
+    reject_reserved_markers(row["reasoning"], final_answer(row))  # both go into the assistant turn
+    problem = read_problem(row, budget, stats)
+    n = len(problem.images)
+    image_tokens = sum(problem.image_tokens)
+    # Each image is one pad token in the rendered text; the model sees its image tokens instead.
+    total_tokens = chat.text_tokens_with_pads - n + image_tokens
+    check_budget(total_tokens, max_total_tokens, "over_max_total_tokens")
+    stats.observe("images_per_row", n)
+    stats.observe("text_chars", len(chat.text))
+    stats.observe("text_tokens", total_tokens - image_tokens)
+    stats.observe("total_tokens", total_tokens)
+    stats.observe("image_tokens", image_tokens)
+    content = verl_prompt_content(n, row["question"], problem.options)
+    return Counted(problem, content, chat.prompt_tokens_with_pads - n, image_tokens, total_tokens)
+
+
+# The hf_bytes columns the string-message targets keep (a reward function or collator may need them).
+MARKER_PASSTHROUGH = ("question", "options", "answer_label", "answer", "dataset_name", "dataset_index")
+
+
+def marker_sft_row(item: Item, p: BudgetParams, stats: StageStats) -> dict:
+    """The string-message SFT row (LLaMA-Factory sharegpt, ms-swift `swift sft`); p has max_total_tokens."""
+    c = sft_counted(item, p, stats, p.max_total_tokens)
+    return {
+        "messages": marker_messages(c.content, item.row, with_response=True),
+        "images": c.problem.images,
+        **{k: item.row[k] for k in MARKER_PASSTHROUGH},
+        "prompt_tokens": c.prompt_tokens,
+        "image_tokens": c.image_tokens,
+        "total_tokens": c.total_tokens,
+    }
 
 
 RowFn = Callable[[Item, BudgetParams, StageStats], dict]

@@ -7,31 +7,17 @@ import pyarrow.compute as pc
 
 from vlprep.metrics import RowRef, StageStats
 from vlprep.params import VerlParams
-from vlprep.prompts import verl_prompt_content
 from vlprep.schema import VERL_SCHEMA
-from vlprep.targets import Item, TrainerTarget, read_problem
-from vlprep.tokens import check_budget
+from vlprep.targets import Item, TrainerTarget, prompt_counted
 
 
 def verl_row(item: Item, p: VerlParams, stats: StageStats) -> dict:
     row = item.row
-    problem = read_problem(row, p, stats)
-    n = len(problem.images)
-    # Counted the way the rollout side sees it: the processor's chat template with one pad per image,
-    # each pad then expanded to that image's tokens. Pads are subtracted so text + image add up.
-    prompt_tokens = item.chat.prompt_tokens_with_pads - n
-    image_tokens = sum(problem.image_tokens)
-    check_budget(prompt_tokens + image_tokens, p.max_prompt_tokens, "over_max_prompt_tokens")
-    content = verl_prompt_content(n, row["question"], problem.options)
-    stats.observe("images_per_row", n)
-    stats.observe("prompt_chars", len(content))
-    stats.observe("prompt_text_tokens", prompt_tokens)
-    stats.observe("prompt_total_tokens", prompt_tokens + image_tokens)
-    stats.observe("image_tokens", image_tokens)
+    c = prompt_counted(item, p, stats, p.max_prompt_tokens)
     return {
         "data_source": p.data_source,
-        "prompt": [{"role": "user", "content": content}],
-        "images": problem.images,
+        "prompt": [{"role": "user", "content": c.content}],
+        "images": c.problem.images,
         "ability": p.ability,
         "reward_model": {"style": "rule", "ground_truth": row["answer"]},
         "extra_info": {
@@ -43,8 +29,8 @@ def verl_row(item: Item, p: VerlParams, stats: StageStats) -> dict:
             "answer": row["answer"],
             "dataset_name": row["dataset_name"],
             "dataset_index": row["dataset_index"],
-            "prompt_tokens": prompt_tokens,
-            "image_tokens": image_tokens,
+            "prompt_tokens": c.prompt_tokens,
+            "image_tokens": c.image_tokens,
             "question_type": row["question_type"],
         },
     }

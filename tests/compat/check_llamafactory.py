@@ -16,6 +16,9 @@ For each dataset, with LLaMA-Factory's own code and the `qwen2_vl` template:
    malformed rows with only a warning), and each encoded row has one run of <|image_pad|>
    per image whose lengths match the plugin's image_grid_thw, and labels that cover the
    assistant answer;
+   With `--tokenizer DIR` (the real Qwen2.5-VL tokenizer, data/tokenizer/qwen2_5_vl), each
+   row's text tokens as the `qwen2_vl` template encodes them (each <image> as one image pad)
+   must equal the file's `total_tokens - image_tokens` (vlprep's token budget);
 3. then `llamafactory.train.tuner.run_exp` runs 2 SFT steps on CPU on the train dataset (the
    first name holding "train", else the first); the loss must be finite.
 
@@ -170,12 +173,35 @@ def check_encoding(name, config, raw_rows):
     return failures
 
 
+def check_token_counts(name, path, tokenizer_dir):
+    """The file's text token counts (total_tokens - image_tokens) against LLaMA-Factory's qwen2_vl
+    template encoding with the real tokenizer. Returns failures."""
+    import pyarrow.parquet as pq
+    from llamafactory.data.template import TEMPLATES
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    template = TEMPLATES["qwen2_vl"]
+    pad = "<|vision_start|><|image_pad|><|vision_end|>"  # what the plugin expands, one pad per image
+    failures = []
+    rows = pq.read_table(path, columns=["messages", "images", "total_tokens", "image_tokens"]).to_pylist()
+    for i, row in enumerate(rows):
+        msgs = [{"role": m["role"], "content": m["content"].replace(IMAGE_PLACEHOLDER, pad)} for m in row["messages"]]
+        prompt, answer = template.encode_oneturn(tokenizer, msgs)
+        text = len(prompt) + len(answer) - len(row["images"])
+        if text != row["total_tokens"] - row["image_tokens"]:
+            failures.append(f"{name} row {i}: {text} text tokens encoded, file says {row['total_tokens'] - row['image_tokens']}")
+    print(f"{name}: token counts of {len(rows)} rows match the qwen2_vl template's encoding")
+    return failures
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-dir", required=True, help="model dir from tiny_qwen.py")
     ap.add_argument("--dataset-dir", required=True, help="dir with dataset_info.json (data/llamafactory)")
     ap.add_argument("--dataset", action="append", help="dataset name in dataset_info.json (repeatable)")
     ap.add_argument("--max-steps", type=int, default=2)
+    ap.add_argument("--tokenizer", help="real Qwen2.5-VL tokenizer dir: check the files' token counts")
     ap.add_argument("--finetuning-type", choices=["full", "lora"], default="full")
     args = ap.parse_args(argv)
 
@@ -197,6 +223,8 @@ def main(argv=None):
             failures += [f"{name}: {f}" for f in raw_failures]
             if raw_failures:
                 continue
+            if args.tokenizer:
+                failures += check_token_counts(name, path, args.tokenizer)
             try:
                 failures += check_encoding(name, config, raw_rows)
             except Exception:  # noqa: BLE001

@@ -20,7 +20,9 @@ takes: `datasets.load_dataset("parquet")` + AutoPreprocessor/MessagesPreprocesso
    the loss must be finite;
 4. `swift.rlhf_main --rlhf_type grpo` runs 2 steps on the first GRPO file (transformers
    generation, no vLLM, 2 generations per prompt) with a multiple-choice reward function
-   registered here, which must receive every prompt's `solution` and `answer_label`.
+   registered here, which must receive every prompt's `solution` and `answer_label`; with
+   `--reward-plugin FILE` (src/vlprep/swift_reward.py) also the plugin's `vlprep` reward, loaded
+   the way a user's `--external_plugins FILE --reward_funcs vlprep` loads it, must be logged.
 
 Tiny-model accommodation: ms-swift's Qwen2-VL template hard-codes the real tokenizer's ids for
 <|image_pad|> / <|video_pad|> (151655 / 151656) to find where to expand images; the tiny
@@ -143,7 +145,7 @@ def check_grpo_file(path, template, tokenizer, pad_id):
     ds, _ = load_dataset([str(path)], num_proc=1, remove_unused_columns=False, load_from_cache_file=False)
     if len(ds) != len(raw):
         return [f"{path}: {len(raw)} rows in the file, {len(ds)} after swift load_dataset"]
-    for col in ("solution", "answer_label"):
+    for col in ("solution", "answer_label", "answer", "options"):  # what the reward functions read
         if col not in ds.column_names:
             return [f"{path}: column {col} lost in loading (have {ds.column_names})"]
     merge = template.processor.image_processor.merge_size ** 2
@@ -243,6 +245,7 @@ def main(argv=None):
     ap.add_argument("--grpo", action="append", default=[], help="swift GRPO parquet file (repeatable)")
     ap.add_argument("--max-steps", type=int, default=2)
     ap.add_argument("--tuner-type", choices=["full", "lora"], default="full")
+    ap.add_argument("--reward-plugin", help="ms-swift plugin file adding the `vlprep` reward (swift_reward.py)")
     args = ap.parse_args(argv)
     if not args.sft and not args.grpo:
         ap.error("give --sft and/or --grpo files")
@@ -290,7 +293,8 @@ def main(argv=None):
             cli = common_cli(args.model_dir, args.grpo[0], args.tuner_type, args.max_steps, out_dir)
             cli += [
                 "--rlhf_type", "grpo",
-                "--reward_funcs", "vlprep_choice", "format",
+                "--reward_funcs", "vlprep_choice", "format", *(["vlprep"] if args.reward_plugin else []),
+                *(["--external_plugins", args.reward_plugin] if args.reward_plugin else []),
                 "--use_vllm", "false",
                 "--num_generations", "2",
                 "--max_completion_length", "16",
@@ -304,6 +308,8 @@ def main(argv=None):
                 failures += f
                 if not any("rewards/VlprepChoice/mean" in h for h in history):
                     failures.append(f"grpo: no vlprep_choice reward logged: {history}")
+                if args.reward_plugin and not any("rewards/VlprepReward/mean" in h for h in history):
+                    failures.append(f"grpo: the plugin's vlprep reward was not logged: {history}")
                 seen = [x for call in _Rewards.calls for x in call["solution"]]
                 labels = set(raw["solution"] for raw in raw_rows(args.grpo[0], ["solution"]))
                 if not seen or not set(seen) <= labels:
