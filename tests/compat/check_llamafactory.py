@@ -35,6 +35,8 @@ import time
 import traceback
 from pathlib import Path
 
+from token_runs import pad_runs  # noqa: E402  (this folder is on sys.path: the script's own)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -44,19 +46,6 @@ os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
 
 IMAGE_PLACEHOLDER = "<image>"
 IGNORE_INDEX = -100
-
-
-def pad_runs(token_ids, pad_id):
-    """Lengths of the contiguous runs of pad_id in token_ids."""
-    runs, prev = [], None
-    for t in token_ids:
-        if t == pad_id:
-            if prev == pad_id:
-                runs[-1] += 1
-            else:
-                runs.append(1)
-        prev = t
-    return runs
 
 
 def base_config(model_dir, dataset_dir, datasets, output_dir, max_steps, finetuning_type):

@@ -40,6 +40,8 @@ import tempfile
 import time
 import traceback
 
+from token_runs import pad_runs  # noqa: E402  (this folder is on sys.path: the script's own)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -51,19 +53,6 @@ if "MODELSCOPE_CACHE" not in os.environ:
     os.environ["MODELSCOPE_CACHE"] = tempfile.mkdtemp(prefix="modelscope-cache-")
 
 IMAGE_TAG = "<image>"
-
-
-def pad_runs(token_ids, pad_id):
-    """Lengths of the contiguous runs of pad_id in token_ids."""
-    runs, prev = [], None
-    for t in token_ids:
-        if t == pad_id:
-            if prev == pad_id:
-                runs[-1] += 1
-            else:
-                runs.append(1)
-        prev = t
-    return runs
 
 
 def raw_rows(path, columns):
