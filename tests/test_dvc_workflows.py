@@ -224,7 +224,7 @@ def test_a_split_mapping_is_a_param_of_that_split_only(scratch_repo):
     columns["optional"] = [c for c in columns["optional"] if c != "dataset_name"]
     entry = {"path": "data/raw/train", "columns": columns, "name": "renamed"}
     # what follows the train split: its verl/trl, the train-vs-test audit, and the reports (which show inputs)
-    follows = {"hf_bytes@train", "verl@train", "trl@train", "audit", *REPORTS}
+    follows = {"hf_bytes@train", *TARGETS_TRAIN, "audit", "select", *REPORTS}
     set_params(scratch_repo, **{"inputs.train": [entry]})
     assert repro_ran(scratch_repo) == follows
     assert json.loads((scratch_repo / "metrics/hf_bytes/train.json").read_text())["rows_out"] == 140

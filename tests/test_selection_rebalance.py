@@ -11,7 +11,7 @@ import pytest
 
 from builders import png
 from conftest import REPO, run, set_params
-from test_dvc_workflows import REPORTS, repro_ran
+from test_dvc_workflows import REPORTS, TARGETS_TRAIN, repro_ran
 from vlprep.params import load_section
 from vlprep.prompts import ordered_options
 from vlprep.rebalance import KEPT_LETTER, KEPT_POSITION, PERMUTED, order_reference, rebalance_row
@@ -245,7 +245,8 @@ def test_defaults_write_letter_metrics_and_plots(repro_repo):
         plot = json.loads((repro_repo / f"plots/{stage}/{split}/answer_letter.json").read_text())
         assert {p["answer_letter"]: p["rows"] for p in plot} == m["answer_letter"]
     summary = json.loads((repro_repo / "metrics/summary.json").read_text())
-    assert set(summary["letter_max_share"]) == {"train.verl", "test.verl", "train.trl"}
+    assert set(summary["letter_max_share"]) == {"train.verl", "test.verl", "train.trl", "train.llamafactory",
+                                                "train.swift", "train.swift_grpo"}
     select = json.loads((repro_repo / "metrics/select.json").read_text())
     assert select["train"]["selected"] == select["train"]["rows"] and select["train"]["left_out"] == {}
 
@@ -254,7 +255,7 @@ def test_subset_reruns_only_the_train_targets_and_counts_the_rest(scratch_repo):
     repo = scratch_repo
     before = pq.read_table(repo / "data/verl/test.parquet")
     set_params(repo, **{"subset.rows": 50})
-    assert repro_ran(repo) == {"select", "verl@train", "trl@train", "summary", *REPORTS}
+    assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
     m = metrics(repo, "verl", "train")
     assert m["rows_out"] == 50 and m["dropped"]["outside_subset"] == m["rows_in"] - 50
     trl_rows = set(pq.read_table(repo / "data/trl/train.parquet").column("dataset_index").to_pylist())
@@ -264,7 +265,7 @@ def test_subset_reruns_only_the_train_targets_and_counts_the_rest(scratch_repo):
     rejects = pq.read_table(repo / "data/rejects/verl/train.parquet").to_pylist()
     assert Counter(r["reason"] for r in rejects)["outside_subset"] == m["rows_in"] - 50
     set_params(repo, **{"subset.rows": 100})
-    assert repro_ran(repo) == {"select", "verl@train", "trl@train", "summary", *REPORTS}
+    assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
     larger = {e["dataset_index"] for e in pq.read_table(repo / "data/verl/train.parquet").column("extra_info").to_pylist()}
     assert verl_rows < larger  # nested
 
@@ -276,14 +277,14 @@ def test_audit_thresholds_rerun_only_the_audit_unless_dropping(scratch_repo):
     assert repro_ran(repo) == {"audit", "select"}
     # switching dropping on: no audit rerun, only the train targets (test data never changes)
     set_params(repo, **{"audit.drop_train_contaminated": True})
-    assert repro_ran(repo) == {"select", "verl@train", "trl@train", "summary", *REPORTS}
+    assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
     m = metrics(repo, "verl", "train")
     flagged = json.loads((repo / "metrics/audit/contamination.json").read_text())["train_vs_test"]["any"]
     assert sum(v for k, v in m["dropped"].items() if k.startswith("contaminated_")) == flagged
     # a threshold change now reaches the train targets, never the test ones
     set_params(repo, **{"audit.near_item_threshold": 0.95})
     ran = repro_ran(repo)
-    assert {"audit", "select", "verl@train", "trl@train"} <= ran and not {"verl@test", "hf_bytes@train"} & ran
+    assert {"audit", "select", *TARGETS_TRAIN} <= ran and not {"verl@test", "hf_bytes@train"} & ran
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
 

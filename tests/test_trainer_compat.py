@@ -119,7 +119,7 @@ def open_ended_outputs(repro_repo, tmp_path_factory):
     params["input_data"] = {"train": "in"}
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    for stage in ("hf_bytes", "verl", "trl"):
+    for stage in ("hf_bytes", "select", "verl", "trl"):
         run_cmd(stage_argv(stage, "train"), work)
     import pyarrow.parquet as pq
 
