@@ -11,10 +11,10 @@ from vlprep.mapping import compile_inputs, containment_warnings, plan_inputs
 from vlprep.params import load_input, load_input_data, load_section
 from vlprep.failures import stage_main
 from vlprep.runner import run_stage
-from vlprep.schema import HF_BYTES_FEATURES, RAW_REQUIRED
+from vlprep.parts import ArrowParts, Parted, finish_hf_dataset
+from vlprep.schema import HF_BYTES_FEATURES, HF_BYTES_SCHEMA, RAW_REQUIRED
 from vlprep.sources import plan_units, resolve_inputs
 from vlprep.to_hf_bytes import DuplicateIndexCounter, convert_unit
-from vlprep.writers import write_hf_dataset
 
 
 def main() -> None:
@@ -32,39 +32,32 @@ def main() -> None:
     else:
         inputs = compile_inputs(args.split, spec)
         plan, unit_fn = (lambda: plan_inputs(spec, inputs)), partial(convert_unit, config=p, inputs=tuple(inputs))
-    duplicates = DuplicateIndexCounter()
-    seen = {}
-
-    def count_duplicates(tables, stats):
-        seen["stats"] = stats  # complete once the writer has taken every table: the card's drop table
-        for table in tables:
-            duplicates.update(table)
-            stats.counts["duplicate_dataset_index"] = duplicates.duplicates
-            yield table
-
-    def card(rows: int) -> dict:
-        stats = seen["stats"]
+    def card(rows: int, stats) -> str:
         entries = spec if isinstance(spec, str) else [e.model_dump(exclude_defaults=True) for e in spec]
-        built_by = {"inputs": {args.split: entries}, "hf_bytes": p.model_dump(exclude={"num_proc"})}
+        # Where and how the work ran, and how the shards are cut, change no row: not in the card.
+        built_by = {"inputs": {args.split: entries},
+                    "hf_bytes": p.model_dump(exclude={"num_proc", "engine", "ray_address", "part_rows"})}
         drops = [StageDrops("hf_bytes", args.split, stats.rows_in, rows, dict(sorted(stats.dropped.items())))]
-        text = render_card(Card("hf_bytes", c.pretty_name, c.description, c.license, c.homepage, c.citation,
+        return render_card(Card("hf_bytes", c.pretty_name, c.description, c.license, c.homepage, c.citation,
                                 HF_BYTES_FEATURES, {args.split: rows}, {args.split: ""}, built_by, drops,
                                 loading_hf_bytes(args.split)))
-        return {"README.md": text}
 
     info = {"description": description_text(c.pretty_name, c.description, "hf_bytes"),
             "license": c.license, "homepage": c.homepage, "citation": c.citation}
+
+    def finish(directory: Path, parts: list, stats) -> None:
+        rows = finish_hf_dataset(directory, HF_BYTES_FEATURES, parts, info)
+        (directory / "README.md").write_text(card(rows, stats))
 
     run_stage(
         "hf_bytes",
         args.split,
         plan=plan,
         unit_fn=unit_fn,
-        write=lambda tables: write_hf_dataset(args.output, HF_BYTES_FEATURES, tables, info=info, extra_files=card),
+        write=Parted(args.output, ArrowParts(HF_BYTES_SCHEMA), p.part_rows, finish, DuplicateIndexCounter),
         num_proc=p.num_proc,
-        post=[count_duplicates],
+        engine=p,
     )
-
 
 if __name__ == "__main__":
     stage_main(main)

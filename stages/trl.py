@@ -1,4 +1,5 @@
-"""Stage `trl`: hf_bytes split -> TRL vision SFT parquet.  usage: trl.py SPLIT HF_BYTES_DIR OUT.parquet [SELECTION.parquet]
+"""Stage `trl`: hf_bytes split -> TRL vision SFT parquet.  usage: trl.py SPLIT HF_BYTES_DIR OUT_DIR [SELECTION.parquet]
+(OUT_DIR: part-00000.parquet, ... see parts.py)
 (SELECTION: the rows stage select leaves out, data/select/<split>.parquet)"""
 import argparse
 from pathlib import Path
@@ -15,7 +16,8 @@ def main() -> None:
     ap.add_argument("output", type=Path)
     ap.add_argument("selection", type=Path, nargs="?")
     args = ap.parse_args()
-    TRL.run(args.split, args.source, args.output, load_section("trl"), selection=args.selection)
+    p = load_section("trl")
+    TRL.run(args.split, args.source, args.output, p, selection=args.selection, part_rows=p.part_rows)
 
 
 if __name__ == "__main__":

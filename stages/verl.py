@@ -1,9 +1,10 @@
-"""Stage `verl`: hf_bytes split -> verl RLHFDataset parquet.  usage: verl.py SPLIT HF_BYTES_DIR OUT.parquet [SELECTION.parquet]
+"""Stage `verl`: hf_bytes split -> verl RLHFDataset parquet.  usage: verl.py SPLIT HF_BYTES_DIR OUT_DIR [SELECTION.parquet]
+(OUT_DIR: part-00000.parquet, ... see parts.py)
 (SELECTION: the rows stage select leaves out, data/select/<split>.parquet)"""
 import argparse
 from pathlib import Path
 
-from vlprep.params import load_section
+from vlprep.params import ParamsError, load_section
 from vlprep.failures import stage_main
 from vlprep.runner import limit_rows
 from vlprep.shuffle import shuffled
@@ -20,12 +21,17 @@ def main() -> None:
     ap.add_argument("selection", type=Path, nargs="?")
     args = ap.parse_args()
     p = load_section("verl")
+    if p.engine == "ray" and (p.shuffle or p.max_rows is not None):
+        # Both need every row before the first is written (a global order, a global count): one process.
+        raise ParamsError("params.yaml: verl.shuffle and verl.max_rows work with verl.engine: local only "
+                          "(engine: ray writes each part where it runs)")
     post = [limit_rows(p.max_rows, verl_row_refs(str(args.source)))]
     if p.shuffle:
         size = sum(f.stat().st_size for f in hf_dataset_files(args.source))
         work = work_path(f"shuffle-{args.split}")
         post.insert(0, lambda tables, stats: shuffled(tables, p.seed, work, size))
-    VERL.run(args.split, args.source, args.output, p, post, args.selection)
+    part_rows = None if p.shuffle else p.part_rows  # a global shuffle has no input ranges: one part
+    VERL.run(args.split, args.source, args.output, p, post, args.selection, part_rows)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ still end in a traceback: they are ours to fix."""
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import signal
 import sys
@@ -21,6 +22,16 @@ class InputError(Exception):
 
 class WorkerDied(Exception):
     """A worker process ended abruptly (killed, out of memory): its unit's result is lost."""
+
+
+class ClusterUnreachable(Exception):
+    """engine: ray and the cluster does not answer. hard_exit: a connection attempt is still blocked
+    inside Ray, which would also block a normal exit, so the process ends without cleanup (nothing has
+    been written yet when connecting)."""
+
+    def __init__(self, message: str, hard_exit: bool = False):
+        super().__init__(message)
+        self.hard_exit = hard_exit
 
 
 class Terminated(BaseException):
@@ -63,6 +74,11 @@ def stage_main(body: Callable[[], object]) -> None:
     try:
         body()
     except (ParamsError, InputError, WorkerDied) as e:
+        sys.exit(f"{name}: {e}")
+    except ClusterUnreachable as e:
+        if e.hard_exit:
+            print(f"{name}: {e}", file=sys.stderr, flush=True)
+            os._exit(1)
         sys.exit(f"{name}: {e}")
     except KeyboardInterrupt:
         print(f"{name}: interrupted (Ctrl-C); nothing was published; rerun to build it", file=sys.stderr)

@@ -36,7 +36,16 @@ class RawParams(Section):
     image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]  # min and max side, pixels
 
 
-class HfBytesParams(Section):
+class EngineParams(Section):
+    """Where a stage's work runs and how its output is cut (README, "Running on Ray"): the output is the
+    same bytes whichever engine and however many workers run it."""
+
+    engine: Literal["local", "ray"]
+    ray_address: str | None  # a Ray cluster (host:port, auto); null = RAY_ADDRESS, else Ray in this process
+    part_rows: PositiveInt  # an output part holds the rows of whole input units adding up to this many
+
+
+class HfBytesParams(EngineParams):
     keep_first_k_images: NonNegativeInt | None  # 0 or null = keep all
     strict_image: bool  # drop rows left with no valid image
     bad_image: Literal["drop_row", "drop_image"]
@@ -158,7 +167,7 @@ class BudgetParams(Section):
     rebalance_seed: int
 
 
-class VerlParams(BudgetParams):
+class VerlParams(BudgetParams, EngineParams):
     data_source: str
     ability: str
     max_prompt_tokens: PositiveInt | None
@@ -167,7 +176,7 @@ class VerlParams(BudgetParams):
     max_rows: NonNegativeInt | None
 
 
-class TrlParams(BudgetParams):
+class TrlParams(BudgetParams, EngineParams):
     splits: list[str]
     max_total_tokens: PositiveInt | None
 

@@ -16,6 +16,9 @@ from vlprep.progress import with_progress
 from vlprep.schema import REJECTS_SCHEMA
 from vlprep.failures import InputError
 from vlprep.sources import Unit
+from vlprep.params import EngineParams
+from vlprep.parts import Observer, Parted, PartInfo, PartResult, plan_parts, write_stream
+from vlprep.ray_engine import run_parts_on_ray
 from vlprep.writers import EmptyOutput, parquet_sink
 
 # A transform of the ordered stream of output tables (shuffle, max_rows), counting what it removes.
@@ -31,17 +34,20 @@ def run_stage(
     split: str,
     plan: Callable[[], list[Unit]],
     unit_fn: Callable[[Unit], "tuple[pa.Table, StageStats]"],
-    write: Callable[[Iterable[pa.Table]], int],
+    write: Callable[[Iterable[pa.Table]], int] | Parted,
     num_proc: int,
     post: list[Post] = (),
     attach: AttachFn = as_is,
+    engine: EngineParams | None = None,
 ) -> StageStats:
     """Run one stage for one split; exit with a clear message on structural errors or empty output.
     Metrics go to metrics/<stage>/<split>.json, plot data to plots/<stage>/<split>/ and dropped rows to
     data/rejects/<stage>/<split>.parquet, as dvc.yaml declares.
 
-    `attach` completes each unit's table in this process (see executor.run_units). `post` transforms
-    the ordered stream of output tables in turn."""
+    `write` takes the ordered stream of output tables (one file), or is a Parted output: a directory
+    of parts (parts.py), which engine `ray` has its workers write (ray_engine.py). `attach` completes
+    each unit's table (see executor.run_units). `post` transforms the ordered stream of output tables
+    in turn (engine local only)."""
     name = f"{stage}[{split}]"
     metrics_path = Path("metrics") / stage / f"{split}.json"
     plots_dir = Path("plots") / stage / split
@@ -57,12 +63,28 @@ def run_stage(
                 _flush(stats, stage, split, write_rejects)
 
             units = plan()
-            tables = run_units(unit_fn, units, num_proc, stats, attach)
-            tables = flushing(with_progress(unchanged_inputs(tables, units), name, sum(u.rows for u in units), stats))
-            for transform in post:
-                tables = flushing(transform(tables, stats))
+            total = sum(u.rows for u in units)
             try:
-                write(tables)
+                if isinstance(write, Parted) and engine is not None and engine.engine == "ray":
+                    if post:
+                        raise ValueError("engine ray runs no post transforms")  # the stages refuse them first
+                    results = run_parts_on_ray(write, plan_parts(units, write.part_rows), unit_fn, attach,
+                                               engine.ray_address, engine.num_proc)
+                    write.publish(lambda directory: _merged_parts(
+                        with_progress(unchanged_inputs(results(directory), units), name, total, stats),
+                        write, stats, lambda: _flush(stats, stage, split, write_rejects)), stats)
+                else:
+                    tables = run_units(unit_fn, units, num_proc, stats, attach)
+                    tables = flushing(with_progress(unchanged_inputs(tables, units), name, total, stats))
+                    if isinstance(write, Parted) and write.observer:
+                        tables = _observed(tables, write.observer(), stats)
+                    for transform in post:
+                        tables = flushing(transform(tables, stats))
+                    if isinstance(write, Parted):
+                        parts = plan_parts(units, write.part_rows)
+                        write.publish(lambda directory: write_stream(write.fmt, directory, parts, tables), stats)
+                    else:
+                        write(tables)
             except EmptyOutput:
                 empty = True  # the rejects file is still published: it says why nothing was kept
     except InputError as e:
@@ -78,6 +100,28 @@ def run_stage(
         write_json(plots_dir / f"{plot}.json", rows)
     print(f"{name}: kept {stats.rows_out}/{stats.rows_in} rows; dropped {dict(stats.dropped)}", file=sys.stderr)
     return stats
+
+
+def _observed(tables: Iterator[pa.Table], observer: Observer, stats: StageStats) -> Iterator[pa.Table]:
+    for table in tables:
+        observer.update(table)
+        observer.record(stats)
+        yield table
+
+
+def _merged_parts(results: Iterator[PartResult], output: Parted, stats: StageStats,
+                  flush: Callable[[], None]) -> Iterator[PartInfo]:
+    """Engine ray: the parts' results, in part order, merged as the local engine merges its units
+    (unit by unit, flushing rejects after each), so metrics and the rejects file are the same bytes."""
+    observer = output.observer() if output.observer else None
+    for result in results:
+        for unit_stats in result.unit_stats:
+            stats.merge(unit_stats)
+            flush()
+        if observer is not None:
+            observer.merge(result.observer)
+            observer.record(stats)
+        yield result.info
 
 
 def _stamp(path: str) -> tuple[int, int, int] | None:

@@ -16,7 +16,8 @@ from vlprep.batches import SOURCE_ROW, attach, map_rows
 from vlprep.chat import RenderedChat, marker_messages, render_chats
 from vlprep.images import probe, resize_image
 from vlprep.metrics import Rejected, StageStats
-from vlprep.params import BudgetParams
+from vlprep.params import BudgetParams, EngineParams
+from vlprep.parts import ParquetParts, Parted
 from vlprep.prompts import final_answer, reject_reserved_markers, verl_prompt_content
 from vlprep.rebalance import rebalance_row
 from vlprep.runner import Post, run_stage
@@ -210,22 +211,26 @@ class TrainerTarget:
         return attach(table, read_unit(unit, ["images"]), self.schema)
 
     def run(self, split: str, source: Path, output: Path, params: BudgetParams, post: list[Post] = (),
-            selection: Path | None = None) -> StageStats:
+            selection: Path | None = None, part_rows: int | None = None) -> StageStats:
         """The stage: hf_bytes split `source` -> parquet `output`, leaving out the rows `selection`
-        (data/select/<split>.parquet) lists."""
+        (data/select/<split>.parquet) lists. With EngineParams (verl, trl), `output` is a directory of
+        parts of part_rows input rows each (None: one part), run by params.engine; else one file."""
         # Loaded before the workers fork, so each inherits it instead of importing transformers and
         # loading its own (~1.7 s each: the benchmark's tokenizer_load). The selection likewise.
         load_tokenizer(params.tokenizer)
         selection = str(selection) if selection is not None else None
         if selection is not None:
             load_selection(selection)
+        parted = isinstance(params, EngineParams)
         return run_stage(
             self.name,
             split,
             plan=lambda: plan_arrow_units(hf_dataset_files(source)),
             unit_fn=partial(self.convert_unit, params=params, split=split, selection=selection),
-            write=lambda tables: write_parquet(output, self.schema, tables, params.row_group_size),
+            write=(Parted(output, ParquetParts(self.schema, params.row_group_size), part_rows) if parted else
+                   lambda tables: write_parquet(output, self.schema, tables, params.row_group_size)),
             num_proc=params.num_proc,
             attach=self.attach_unit,
             post=post,
+            engine=params if parted else None,
         )

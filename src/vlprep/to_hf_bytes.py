@@ -70,17 +70,27 @@ def convert_unit(unit: RowGroup | TextChunk, config: HfBytesParams,
 
 class DuplicateIndexCounter:
     """Counts rows whose (dataset_name, dataset_index) was already seen in this split: kept, but
-    duplicates inflate a source's weight, so the count is reported. Memory: one key per row (small)."""
+    duplicates inflate a source's weight, so the count is reported. Memory: one key per row (small).
+    An observer of the output (parts.Observer): counted per part, wherever the part ran, then merged;
+    duplicates = keyed rows - distinct keys, whatever order the parts merge in."""
 
     def __init__(self):
         self.seen: set = set()
-        self.duplicates = 0
+        self.keyed = 0
+
+    @property
+    def duplicates(self) -> int:
+        return self.keyed - len(self.seen)
 
     def update(self, table: pa.Table) -> None:
         for key in zip(table.column("dataset_name").to_pylist(), table.column("dataset_index").to_pylist()):
-            if key[1] is None:
-                continue
-            if key in self.seen:
-                self.duplicates += 1
-            else:
+            if key[1] is not None:
+                self.keyed += 1
                 self.seen.add(key)
+
+    def merge(self, other: "DuplicateIndexCounter") -> None:
+        self.keyed += other.keyed
+        self.seen |= other.seen
+
+    def record(self, stats: StageStats) -> None:
+        stats.counts["duplicate_dataset_index"] = self.duplicates

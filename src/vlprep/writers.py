@@ -9,17 +9,14 @@ that no longer exist; `rm -rf .vlprep/tmp` clears it by hand when no stage is ru
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import zlib
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlprep.schema import arrow_schema
 
 
 class EmptyOutput(Exception):
@@ -111,13 +108,7 @@ def write_parquet(final: Path, schema: pa.Schema, tables: Iterable[pa.Table], ro
     """Stream tables into one parquet file; returns rows written."""
     rows = 0
     with atomic_path(final) as tmp:
-        # Image bytes are already compressed (JPEG/PNG): zstd or a dictionary (hashing every image until
-        # the dictionary overflows) on them costs time and saves nothing, so only other columns get them.
-        leaves = _leaf_paths(schema)
-        text_columns = [c for c in leaves if not c.startswith("images.")]
-        compression = {c: "zstd" if c in text_columns else "none" for c in leaves}
-        with pq.ParquetWriter(tmp, schema, compression=compression, use_dictionary=text_columns,
-                              write_statistics=False) as writer:
+        with parquet_writer(tmp, schema) as writer:
             for table in tables:
                 if table.num_rows:
                     writer.write_table(table.cast(schema), row_group_size=row_group_size)
@@ -125,6 +116,17 @@ def write_parquet(final: Path, schema: pa.Schema, tables: Iterable[pa.Table], ro
         if not rows:
             raise EmptyOutput(f"{final}: zero rows")
     return rows
+
+
+def parquet_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """The writer settings of every image-bearing parquet output (one file or a part of a split)."""
+    # Image bytes are already compressed (JPEG/PNG): zstd or a dictionary (hashing every image until
+    # the dictionary overflows) on them costs time and saves nothing, so only other columns get them.
+    leaves = _leaf_paths(schema)
+    text_columns = [c for c in leaves if not c.startswith("images.")]
+    compression = {c: "zstd" if c in text_columns else "none" for c in leaves}
+    return pq.ParquetWriter(path, schema, compression=compression, use_dictionary=text_columns,
+                            write_statistics=False)
 
 
 @contextlib.contextmanager
@@ -147,64 +149,3 @@ def _leaf_paths(schema: pa.Schema) -> list[str]:
             yield prefix
 
     return [p for f in schema for p in walk(f.name, f.type)]
-
-
-def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], shard_bytes: int = 500 << 20,
-                     info: dict | None = None, extra_files: Callable[[int], dict] | None = None) -> int:
-    """Write the layout `datasets.Dataset.save_to_disk` produces (Arrow stream shards + dataset_info.json +
-    state.json), streaming: only the current table is in memory. Returns rows written.
-
-    `info` fills dataset_info.json's description/license/homepage/citation; `extra_files(rows)` gives
-    more files (name -> text, e.g. the README.md card) once every row is written, published with the rest."""
-    schema = arrow_schema(features)
-    rows = 0
-    with atomic_path(final) as tmp:
-        tmp.mkdir()
-        shards: list[Path] = []
-        writer, sink, shard_size = None, None, 0
-        for table in tables:
-            if not table.num_rows:
-                continue
-            if writer is None or shard_size >= shard_bytes:
-                if writer is not None:
-                    writer.close()
-                    sink.close()
-                shards.append(tmp / f"shard-{len(shards):05d}.arrow")
-                sink = pa.OSFile(str(shards[-1]), "wb")
-                writer, shard_size = pa.ipc.new_stream(sink, schema), 0
-            table = table.cast(schema)
-            writer.write_table(table)
-            rows += table.num_rows
-            shard_size += table.nbytes
-        if writer is None:
-            raise EmptyOutput(f"{final}: zero rows")
-        writer.close()
-        sink.close()
-        names = []
-        for i, shard in enumerate(shards):
-            name = f"data-{i:05d}-of-{len(shards):05d}.arrow"
-            shard.rename(tmp / name)
-            names.append(name)
-        # A content checksum: datasets keys its .map() cache on the fingerprint, so it must change when
-        # the data does. crc32 runs at ~4 GB/s (sha256 ~1.7): this is a cache key, not a security hash.
-        crc = 0
-        for name in names:
-            with open(tmp / name, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 24), b""):
-                    crc = zlib.crc32(chunk, crc)
-        dataset_info = {"citation": "", "description": "", "homepage": "", "license": "", **(info or {}),
-                        "features": features}
-        state = {
-            "_data_files": [{"filename": n} for n in names],
-            "_fingerprint": f"{crc:08x}{rows:08x}",
-            "_format_columns": None,
-            "_format_kwargs": {},
-            "_format_type": None,
-            "_output_all_columns": False,
-            "_split": None,
-        }
-        (tmp / "dataset_info.json").write_text(json.dumps(dataset_info, indent=2, sort_keys=True) + "\n")
-        (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-        for name, text in (extra_files(rows) if extra_files else {}).items():
-            (tmp / name).write_text(text)
-    return rows
