@@ -1,4 +1,4 @@
-"""Stage `card`: the dataset cards next to the verl and trl files, data/{verl,trl}/README.md, from the
+"""Stage `card`: the dataset cards next to the verl and trl split directories, data/{verl,trl}/README.md, from the
 stages' metrics (rows and drops per split) and params. (Each hf_bytes split directory gets its card from
 the hf_bytes stage itself: DVC outputs cannot overlap, and that directory is hf_bytes' output.)
 usage: card.py"""
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from vlprep.card import Card, StageDrops, features_from_arrow, loading_files, render_card
 from vlprep.failures import InputError, stage_main
-from vlprep.params import load_params, load_section
+from vlprep.params import SCHEDULING_KEYS, load_params, load_section
 from vlprep.schema import TRL_FEATURES, VERL_SCHEMA
 from vlprep.writers import atomic_path
 
@@ -28,7 +28,7 @@ def product_card(product: str, splits: list[str], built_by: dict) -> str:
             m = read_metrics(stage, split)
             drops.append(StageDrops.from_metrics(stage, split, m))
         rows[split] = m["rows_out"]
-    files = {s: f"{s}.parquet" for s in splits}
+    files = {s: f"{s}/part-*.parquet" for s in splits}  # the split's parts (README, "Output parts")
     features = features_from_arrow(VERL_SCHEMA) if product == "verl" else TRL_FEATURES
     return render_card(Card(product, c.pretty_name, c.description, c.license, c.homepage, c.citation, features,
                             rows, files, built_by, drops, loading_files(product, files, hub=False)))
@@ -37,15 +37,15 @@ def product_card(product: str, splits: list[str], built_by: dict) -> str:
 def main() -> None:
     params = load_params()
     inputs = list(params.get("inputs") or {})
-    hf_bytes = load_section("hf_bytes").model_dump(exclude={"num_proc"})
-    verl = load_section("verl").model_dump(exclude={"num_proc"})
+    hf_bytes = load_section("hf_bytes").model_dump(exclude=SCHEDULING_KEYS)
+    verl = load_section("verl").model_dump(exclude=SCHEDULING_KEYS)
     trl = load_section("trl")
     # the row selection (stage select) both products are built from
     select = {"subset": load_section("subset").model_dump(),
               "audit": {"drop_train_contaminated": load_section("audit").drop_train_contaminated}}
     cards = {
         "verl": product_card("verl", inputs, {"hf_bytes": hf_bytes, **select, "verl": verl}),
-        "trl": product_card("trl", trl.splits, {"hf_bytes": hf_bytes, **select, "trl": trl.model_dump(exclude={"num_proc"})}),
+        "trl": product_card("trl", trl.splits, {"hf_bytes": hf_bytes, **select, "trl": trl.model_dump(exclude=SCHEDULING_KEYS)}),
     }
     for product, text in cards.items():
         with atomic_path(Path("data") / product / "README.md") as tmp:

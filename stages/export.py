@@ -15,7 +15,7 @@ from vlprep.card import Card, StageDrops, features_from_arrow, loading_files, re
 from vlprep.failures import InputError, stage_main
 from vlprep.params import load_params, load_section
 from vlprep.schema import HF_BYTES_FEATURES, TRL_SCHEMA, VERL_SCHEMA, arrow_schema, image, list_of
-from vlprep.sources import hf_dataset_files
+from vlprep.sources import hf_dataset_files, split_files
 from vlprep.writers import atomic_path
 
 # What the Hub folder stores per product. hf_bytes' images are declared decoding (Image()): on the Hub
@@ -34,16 +34,14 @@ def batches(product: str, split: str) -> Iterator[pa.RecordBatch]:
             with pa.memory_map(str(shard)) as f:
                 yield from pa.ipc.open_stream(f)
     else:
-        path = Path("data") / product / f"{split}.parquet"
-        if not path.is_file():
-            raise InputError(f"{path}: missing (run its stage first)")
-        yield from pq.ParquetFile(path).iter_batches(batch_size=64)
+        for path in split_files(Path("data") / product / split):
+            yield from pq.ParquetFile(path).iter_batches(batch_size=64)
 
 
 def count_rows(product: str, split: str) -> int:
     if product == "hf_bytes":
         return sum(b.num_rows for b in batches(product, split))  # memory-mapped: headers only
-    return pq.ParquetFile(Path("data") / product / f"{split}.parquet").metadata.num_rows
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in split_files(Path("data") / product / split))
 
 
 def write_split(out: Path, product: str, split: str, rows_per_shard: int) -> tuple[int, list[str]]:

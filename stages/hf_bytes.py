@@ -8,7 +8,7 @@ from pathlib import Path
 
 from vlprep.card import Card, StageDrops, description_text, loading_hf_bytes, render_card
 from vlprep.mapping import compile_inputs, containment_warnings, plan_inputs
-from vlprep.params import load_input, load_input_data, load_section
+from vlprep.params import SCHEDULING_KEYS, load_input, load_input_data, load_section
 from vlprep.failures import stage_main
 from vlprep.runner import run_stage
 from vlprep.parts import ArrowParts, Parted, finish_hf_dataset
@@ -34,9 +34,8 @@ def main() -> None:
         plan, unit_fn = (lambda: plan_inputs(spec, inputs)), partial(convert_unit, config=p, inputs=tuple(inputs))
     def card(rows: int, stats) -> str:
         entries = spec if isinstance(spec, str) else [e.model_dump(exclude_defaults=True) for e in spec]
-        # Where and how the work ran, and how the shards are cut, change no row: not in the card.
         built_by = {"inputs": {args.split: entries},
-                    "hf_bytes": p.model_dump(exclude={"num_proc", "engine", "ray_address", "part_rows"})}
+                    "hf_bytes": p.model_dump(exclude=SCHEDULING_KEYS)}
         drops = [StageDrops("hf_bytes", args.split, stats.rows_in, rows, dict(sorted(stats.dropped.items())))]
         return render_card(Card("hf_bytes", c.pretty_name, c.description, c.license, c.homepage, c.citation,
                                 HF_BYTES_FEATURES, {args.split: rows}, {args.split: ""}, built_by, drops,

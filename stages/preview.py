@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from vlprep.failures import InputError, stage_main
 from vlprep.metrics import DROP_REASONS
 from vlprep.params import load_params, load_section
+from vlprep.sources import split_files
 from vlprep.preview import (Preview, RejectSample, TargetSample, render_preview, sample_positions,
                             trl_preview_row, verl_preview_row)
 from vlprep.writers import atomic_path
@@ -17,29 +18,29 @@ from vlprep.writers import atomic_path
 ROW_FNS = {"verl": verl_preview_row, "trl": trl_preview_row}
 
 
-def read_rows(path: Path, positions: list[int]) -> list[dict]:
-    """The rows at these positions, reading only the row groups that hold them."""
-    if not path.is_file():
-        raise InputError(f"{path}: missing (run its stage first)")
-    pf = pq.ParquetFile(path)
+def read_rows(files: list[Path], positions: list[int]) -> list[dict]:
+    """The rows at these positions (counted across the files in order), reading only the row groups
+    that hold them."""
     rows, start, wanted = [], 0, iter(positions)
     nxt = next(wanted, None)
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if nxt is not None and nxt < start + n:
-            table = pf.read_row_group(g)
-            while nxt is not None and nxt < start + n:
-                rows.append(table.slice(nxt - start, 1).to_pylist()[0])
-                nxt = next(wanted, None)
-        start += n
+    for pf in map(pq.ParquetFile, files):
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if nxt is not None and nxt < start + n:
+                table = pf.read_row_group(g)
+                while nxt is not None and nxt < start + n:
+                    rows.append(table.slice(nxt - start, 1).to_pylist()[0])
+                    nxt = next(wanted, None)
+            start += n
     return rows
 
 
 def target_sample(target: str, split: str, k: int, seed: int) -> TargetSample:
-    path = Path("data") / target / f"{split}.parquet"
-    total = pq.ParquetFile(path).metadata.num_rows if path.is_file() else 0
+    path = Path("data") / target / split
+    files = split_files(path)
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     positions = sample_positions(total, k, seed, target, split)
-    rows = [ROW_FNS[target](pos, row) for pos, row in zip(positions, read_rows(path, positions))]
+    rows = [ROW_FNS[target](pos, row) for pos, row in zip(positions, read_rows(files, positions))]
     return TargetSample(split, target, path.as_posix(), total, rows)
 
 

@@ -271,7 +271,7 @@ def test_mapped_rows_in_entry_order_with_types(adversarial_mapped):
     rejects = pq.read_table(adversarial_mapped / "data/rejects/hf_bytes/train.parquet").to_pylist()
     malformed = [(r["source"], r["row"]) for r in rejects if r["reason"] == "row_malformed"]
     assert ("in/j.jsonl", 6) in malformed and ("in/c.csv", 3) in malformed  # file and row within it
-    trl = pq.read_table(adversarial_mapped / "data/trl/train.parquet").to_pylist()
+    trl = pq.read_table(adversarial_mapped / "data/trl/train").to_pylist()
     response = {r["hash"]: r["messages"][-1]["content"][0]["text"] for r in trl}
     assert response["open_good"] == "<think> I looked. </think>\n<answer> a nodule </answer>"
     assert response["yesno_good"].endswith("<answer> No. </answer>") and response["csv_good"].endswith("<answer> B </answer>")

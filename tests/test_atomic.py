@@ -16,7 +16,7 @@ HOOKS = REPO / "tests" / "hooks"  # sitecustomize.py: stalls a stage after its f
 KILL_CASES = {
     # stage, its final output, the temp sibling the writer fills, what the stall hook watches
     "hf_bytes": ("hf_bytes@train", "data/hf_bytes/train", ".vlprep/tmp/*-data-hf_bytes-train", "arrow-stream"),
-    "verl": ("verl@train", "data/verl/train.parquet", ".vlprep/tmp/*-data-verl-train.parquet", "-data-verl-train.parquet"),
+    "verl": ("verl@train", "data/verl/train", ".vlprep/tmp/*-data-verl-train", "-data-verl-train/"),
 }
 
 
@@ -65,7 +65,7 @@ def test_sigkill_mid_write_then_repro_recovers(scratch_repo, repro_repo, case):
     if case == "hf_bytes":
         assert len(datasets.load_from_disk(str(out))) > 1000
     else:
-        assert pq.ParquetFile(out).metadata.num_rows > 1000
+        assert pq.read_table(out, columns=["data_source"]).num_rows > 1000  # its parts
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
 
 

@@ -15,7 +15,7 @@ def test_help_lists_every_stage_and_its_outputs(tmp_path):
     for stage in ["raw", "hf_bytes@<split>", "tokenizer", "verl@<split>", "trl@<split>", "card", "preview",
                   "export@<product>"]:
         assert f"\n  {stage} " in out, stage
-    for written in ["data/hf_bytes/<split>", "data/verl/<split>.parquet", "data/trl/<split>.parquet",
+    for written in ["data/hf_bytes/<split>", "data/verl/<split>", "data/trl/<split>",
                     "data/preview/index.html", "data/verl/README.md", "data/rejects/<stage>/<split>.parquet", "data/hub/<product>"]:
         assert written in out, written
     assert "show" in out
@@ -23,7 +23,7 @@ def test_help_lists_every_stage_and_its_outputs(tmp_path):
 
 def test_show_prints_rows_as_text(repro_repo):
     out = vlprep(["show", "train", "-n", "2"], repro_repo).stdout
-    first = pq.read_table(repro_repo / "data/verl/train.parquet").slice(0, 1).to_pylist()[0]
+    first = pq.read_table(repro_repo / "data/verl/train").slice(0, 1).to_pylist()[0]
     info = first["extra_info"]
     assert out.count("=== verl train row") == 2
     assert f"question: {info['question']}" in out
@@ -33,11 +33,11 @@ def test_show_prints_rows_as_text(repro_repo):
     assert f"prompt_tokens={info['prompt_tokens']}, image_tokens={info['image_tokens']}" in out
 
     trl = vlprep(["show", "train", "--target", "trl", "-n", "1"], repro_repo).stdout
-    row = pq.read_table(repro_repo / "data/trl/train.parquet").slice(0, 1).to_pylist()[0]
+    row = pq.read_table(repro_repo / "data/trl/train").slice(0, 1).to_pylist()[0]
     assert trl.count("=== trl train row") == 1 and row["text"].rstrip("\n") in trl
     assert f"total_tokens={row['total_tokens']}" in trl
 
 
 def test_show_names_a_missing_output(repro_repo):
     proc = vlprep(["show", "test", "--target", "trl"], repro_repo, check=False)
-    assert proc.returncode == 1 and "data/trl/test.parquet does not exist" in proc.stderr
+    assert proc.returncode == 1 and "data/trl/test does not exist" in proc.stderr

@@ -145,9 +145,9 @@ def test_older_versions_and_import_into_another_repo(committed_repo, tmp_path):
     consumer.mkdir()
     run(["git", "init", "-q"], consumer)
     run(["dvc", "init", "-q"], consumer)
-    run(["dvc", "import", str(repo), "data/verl/train.parquet", "-o", "verl_train.parquet", "--rev", "v1"], consumer)
-    assert md5_tree(consumer)["verl_train.parquet"] == v1["verl/train.parquet"]
-    assert "rev: v1" in (consumer / "verl_train.parquet.dvc").read_text()
+    run(["dvc", "import", str(repo), "data/verl/train", "-o", "verl_train", "--rev", "v1"], consumer)
+    assert md5_tree(consumer)["verl_train/part-00000.parquet"] == v1["verl/train/part-00000.parquet"]
+    assert "rev: v1" in (consumer / "verl_train.dvc").read_text()
 
 
 @pytest.mark.s3

@@ -197,7 +197,7 @@ def test_an_unwritable_output_directory_names_it(workdir):
 def test_a_tokenizer_that_cannot_load_is_one_line(workdir, repro_repo, tokenizer, words):
     set_params(workdir, **{"verl.tokenizer": tokenizer})
     cmd = [sys.executable, str(REPO / "stages/verl.py"), "train", str(repro_repo / "data/hf_bytes/train"),
-           "data/verl/train.parquet"]
+           "data/verl/train"]
     # No network here, and none wanted: hub access is off as on an offline cluster.
     proc = run(cmd, workdir, check=False, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf")})
     assert proc.returncode == 1

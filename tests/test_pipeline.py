@@ -104,9 +104,9 @@ def test_output_schemas(repro_repo):
         return {f.name: str(f.type) for f in pq.read_schema(path)}
 
     for split in ["train", "test"]:
-        assert columns(repro_repo / f"data/verl/{split}.parquet") == VERL_COLUMNS
-    assert columns(repro_repo / "data/trl/train.parquet") == TRL_COLUMNS
-    features = json.loads(pq.read_schema(repro_repo / "data/trl/train.parquet").metadata[b"huggingface"])["info"]["features"]
+        assert columns(repro_repo / f"data/verl/{split}/part-00000.parquet") == VERL_COLUMNS
+    assert columns(repro_repo / "data/trl/train/part-00000.parquet") == TRL_COLUMNS
+    features = json.loads(pq.read_schema(repro_repo / "data/trl/train/part-00000.parquet").metadata[b"huggingface"])["info"]["features"]
     assert features["images"] == {"feature": {"_type": "Image"}, "_type": "List"}  # decodable in TRL
 
 

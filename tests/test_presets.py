@@ -142,7 +142,7 @@ def test_mixed_split_concatenates_inputs_in_order_and_is_deterministic(tmp_path,
     run(stage_argv("verl", "train"), tmp_path)
     import pyarrow.parquet as pq
 
-    verl = pq.read_table(tmp_path / "data/verl/train.parquet").to_pylist()
+    verl = pq.read_table(tmp_path / "data/verl/train").to_pylist()
     assert [v["extra_info"]["question_type"] for v in verl] == [r["question_type"] for r in rows]
     for v, r in zip(verl, rows):
         content = v["prompt"][0]["content"]

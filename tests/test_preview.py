@@ -91,7 +91,7 @@ def expected_counts(repo) -> tuple[int, int, int]:
     rows = images = rejects = 0
     for split in params["inputs"]:
         for target in ["verl", *(["trl"] if split in params["trl"]["splits"] else [])]:
-            table = pq.read_table(repo / "data" / target / f"{split}.parquet", columns=["images"])
+            table = pq.read_table(repo / "data" / target / split, columns=["images"])
             picked = sample_positions(table.num_rows, p["rows_per_split"], p["seed"], target, split)
             per_row = [len(x) for x in table.column("images").to_pylist()]
             rows += len(picked)

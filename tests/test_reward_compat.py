@@ -1,7 +1,7 @@
 """verl 0.9.1 itself loads src/vlprep/reward.py from the README's config keys and scores real rows with it.
 
 Runs tests/compat/check_verl_reward.py with the trainer venv's python (where vlprep is not installed),
-on data/verl/train.parquet and the tokenizer that `dvc repro` built in the `repro_repo` fixture.
+on data/verl/train (its one part) and the tokenizer that `dvc repro` built in the `repro_repo` fixture.
 """
 import pytest
 from test_trainer_compat import COMPAT, OUTPUT_TAIL, run, trainer_env, trainer_py  # noqa: F401 - fixtures
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.trainers
 
 
 def test_verl_loads_and_calls_the_reward_as_main_ppo_does(repro_repo, trainer_py, trainer_env):  # noqa: F811
-    data = repro_repo / "data" / "verl" / "train.parquet"
+    data = repro_repo / "data" / "verl" / "train" / "part-00000.parquet"
     assert data.is_file(), f"{data} missing after dvc repro"
     rc, output = run(
         [

@@ -253,20 +253,20 @@ def test_defaults_write_letter_metrics_and_plots(repro_repo):
 
 def test_subset_reruns_only_the_train_targets_and_counts_the_rest(scratch_repo):
     repo = scratch_repo
-    before = pq.read_table(repo / "data/verl/test.parquet")
+    before = pq.read_table(repo / "data/verl/test")
     set_params(repo, **{"subset.rows": 50})
     assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
     m = metrics(repo, "verl", "train")
     assert m["rows_out"] == 50 and m["dropped"]["outside_subset"] == m["rows_in"] - 50
-    trl_rows = set(pq.read_table(repo / "data/trl/train.parquet").column("dataset_index").to_pylist())
-    verl_rows = {e["dataset_index"] for e in pq.read_table(repo / "data/verl/train.parquet").column("extra_info").to_pylist()}
+    trl_rows = set(pq.read_table(repo / "data/trl/train").column("dataset_index").to_pylist())
+    verl_rows = {e["dataset_index"] for e in pq.read_table(repo / "data/verl/train").column("extra_info").to_pylist()}
     assert trl_rows <= verl_rows  # the same rows (trl further drops rows without reasoning)
-    assert pq.read_table(repo / "data/verl/test.parquet").equals(before)
+    assert pq.read_table(repo / "data/verl/test").equals(before)
     rejects = pq.read_table(repo / "data/rejects/verl/train.parquet").to_pylist()
     assert Counter(r["reason"] for r in rejects)["outside_subset"] == m["rows_in"] - 50
     set_params(repo, **{"subset.rows": 100})
     assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
-    larger = {e["dataset_index"] for e in pq.read_table(repo / "data/verl/train.parquet").column("extra_info").to_pylist()}
+    larger = {e["dataset_index"] for e in pq.read_table(repo / "data/verl/train").column("extra_info").to_pylist()}
     assert verl_rows < larger  # nested
 
 
@@ -294,20 +294,20 @@ def test_all_three_features_in_the_pipeline_same_bytes_with_num_proc_2(scratch_r
     from conftest import md5_tree
 
     repo = scratch_repo
-    before = {e["index"]: e for e in pq.read_table(repo / "data/verl/train.parquet").column("extra_info").to_pylist()}
+    before = {e["index"]: e for e in pq.read_table(repo / "data/verl/train").column("extra_info").to_pylist()}
     set_params(repo, **{"verl.rebalance": "permute", "trl.rebalance": "permute", "audit.drop_train_contaminated": True,
                         "subset.rows": 15, "subset.stratify": True})
     run(["dvc", "repro"], repo)
     m = metrics(repo, "verl", "train")
     assert m["rows_out"] == 15 and m["dropped"]["outside_subset"] > 0
     assert any(k.startswith("contaminated_") for k in m["dropped"]) and m["rebalance_permuted"] > 0
-    for r in pq.read_table(repo / "data/verl/train.parquet").to_pylist():
+    for r in pq.read_table(repo / "data/verl/train").to_pylist():
         info, old = r["extra_info"], before[r["extra_info"]["index"]]
         assert info["answer"] == old["answer"] == r["reward_model"]["ground_truth"]
         assert json.loads(info["options"])[info["answer_label"]] == json.loads(old["options"])[old["answer_label"]]
         assert sorted(json.loads(info["options"]).items()) != [] and \
                sorted(json.loads(info["options"]).values()) == sorted(json.loads(old["options"]).values())
-    for r in pq.read_table(repo / "data/trl/train.parquet").to_pylist():
+    for r in pq.read_table(repo / "data/trl/train").to_pylist():
         assert json.loads(r["options"])[r["answer_label"]] == r["answer"]
         assert r["text"].rstrip().endswith(f"<answer> {r['answer_label']} </answer><|im_end|>")
     outputs = {p: md5_tree(repo / p) for p in ("data/verl", "data/trl", "data/rejects", "metrics/verl", "metrics/trl")}

@@ -65,26 +65,28 @@ def tiny_qwen_dir(trainer_py, trainer_env, tmp_path_factory):
 
 
 def test_verl_loads_and_rolls_out_every_row(repro_repo, trainer_py, trainer_env, tiny_qwen_dir):
-    files = [repro_repo / "data" / "verl" / "train.parquet", repro_repo / "data" / "verl" / "test.parquet"]
+    files = [repro_repo / "data" / "verl" / "train", repro_repo / "data" / "verl" / "test"]  # split directories
     for f in files:
-        assert f.is_file(), f"{f} missing after dvc repro"
+        assert list(f.glob("part-*.parquet")), f"{f} missing after dvc repro"
     rc, output = run(
         [trainer_py, COMPAT / "check_verl.py", "--processor-dir", tiny_qwen_dir, *files], trainer_env, timeout=1800
     )
     print(output)
     assert rc == 0, output[-OUTPUT_TAIL:]
-    # One summary line per file, each OK.
+    # One summary line per split, each OK.
     assert output.count("verl check OK:") == len(files), output[-OUTPUT_TAIL:]
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_trl_sft_trains_on_output(split, repro_repo, trainer_py, trainer_env, tiny_qwen_dir):
-    f = repro_repo / "data" / "trl" / f"{split}.parquet"
-    if not f.is_file():
+    f = repro_repo / "data" / "trl" / split
+    if not f.is_dir():
         if split == "train":
             pytest.fail(f"{f} missing after dvc repro")
         pytest.skip("no trl test split configured")
-    rc, output = run([trainer_py, COMPAT / "check_trl.py", "--model-dir", tiny_qwen_dir, f], trainer_env, timeout=1800)
+    # As TRL users load it: datasets' parquet builder with a glob of the split's parts.
+    rc, output = run([trainer_py, COMPAT / "check_trl.py", "--model-dir", tiny_qwen_dir, f / "part-*.parquet"],
+                     trainer_env, timeout=1800)
     print(output)
     assert rc == 0, output[-OUTPUT_TAIL:]
     assert "trl check OK:" in output, output[-OUTPUT_TAIL:]
@@ -118,22 +120,28 @@ def open_ended_outputs(repro_repo, tmp_path_factory):
          "columns": {"images": "imgs", "question": "q", "answer": "a", "reasoning": "why"}}]}
     params["input_data"] = {"train": "in"}
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    # One input unit per part: every output here has several parts, as a large dataset's would.
+    params["hf_bytes"]["part_rows"] = params["verl"]["part_rows"] = params["trl"]["part_rows"] = 1
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in ("hf_bytes", "select", "verl", "trl"):
         run_cmd(stage_argv(stage, "train"), work)
+    import datasets
     import pyarrow.parquet as pq
 
-    types = [e["question_type"] for e in pq.read_table(work / "data/verl/train.parquet").column("extra_info").to_pylist()]
+    types = [e["question_type"] for e in pq.read_table(work / "data/verl/train").column("extra_info").to_pylist()]
     assert types == ["mcq"] * 3 + ["open", "yesno", "yesno", "open"]
+    for product in ("verl", "trl"):
+        assert len(list((work / "data" / product / "train").glob("part-*.parquet"))) == 2
+    assert len(datasets.load_from_disk(str(work / "data/hf_bytes/train"))) == 7  # its two shards
     return work
 
 
 def test_verl_and_trl_train_on_open_ended_rows(open_ended_outputs, trainer_py, trainer_env, tiny_qwen_dir):
-    verl_file = open_ended_outputs / "data/verl/train.parquet"
+    verl_file = open_ended_outputs / "data/verl/train"  # two parts
     rc, output = run([trainer_py, COMPAT / "check_verl.py", "--processor-dir", tiny_qwen_dir, verl_file], trainer_env, timeout=1800)
     print(output)
     assert rc == 0 and "verl check OK:" in output, output[-OUTPUT_TAIL:]
-    trl_file = open_ended_outputs / "data/trl/train.parquet"
+    trl_file = open_ended_outputs / "data/trl/train/part-*.parquet"
     rc, output = run([trainer_py, COMPAT / "check_trl.py", "--model-dir", tiny_qwen_dir, trl_file], trainer_env, timeout=1800)
     print(output)
     assert rc == 0 and "trl check OK:" in output, output[-OUTPUT_TAIL:]

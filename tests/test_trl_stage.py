@@ -91,7 +91,7 @@ def out_total(config):
 
 
 def test_trl_parquet_loads_as_trl_needs(repro_repo):
-    ds = datasets.load_dataset("parquet", data_files=str(repro_repo / "data/trl/train.parquet"), split="train")
+    ds = datasets.load_dataset("parquet", data_files=str(repro_repo / "data/trl/train/part-*.parquet"), split="train")
     hf = datasets.load_from_disk(str(repro_repo / "data/hf_bytes/train"))
     assert set(hf.column_names) < set(ds.column_names)
     for row in ds:

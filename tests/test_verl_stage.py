@@ -11,7 +11,7 @@ from vlprep.schema import HF_BYTES_SCHEMA
 
 def test_rows_follow_the_spec(repro_repo):
     for split in ["train", "test"]:
-        rows = pq.read_table(repro_repo / f"data/verl/{split}.parquet").to_pylist()
+        rows = pq.read_table(repro_repo / f"data/verl/{split}").to_pylist()
         assert rows
         for i, r in enumerate(rows):
             content = r["prompt"][0]["content"]
@@ -40,7 +40,7 @@ GOLDEN_CONTENT = (
 
 
 def test_golden_row(repro_repo):
-    rows = pq.read_table(repro_repo / "data/verl/train.parquet").to_pylist()
+    rows = pq.read_table(repro_repo / "data/verl/train").to_pylist()
     (row,) = [r for r in rows if r["extra_info"]["dataset_index"] == 47]
     assert [len(i["bytes"]) for i in row.pop("images")] == [2963, 4966, 4952]
     assert row == {
@@ -58,11 +58,11 @@ def test_golden_row(repro_repo):
 
 
 def test_shuffle_and_max_rows(scratch_repo):
-    before = pq.read_table(scratch_repo / "data/verl/train.parquet").column("extra_info").to_pylist()
+    before = pq.read_table(scratch_repo / "data/verl/train").column("extra_info").to_pylist()
     set_params(scratch_repo, **{"verl.shuffle": True, "verl.max_rows": 25})
     out = run(["dvc", "repro"], scratch_repo).stdout
     assert "Running stage 'verl@train'" in out and "Running stage 'hf_bytes@train'" not in out
-    after = pq.read_table(scratch_repo / "data/verl/train.parquet").column("extra_info").to_pylist()
+    after = pq.read_table(scratch_repo / "data/verl/train").column("extra_info").to_pylist()
     indexes = [e["index"] for e in after]
     assert len(after) == 25 and indexes != sorted(indexes)
     assert set(indexes) <= {e["index"] for e in before}

@@ -233,13 +233,13 @@ ds = ds.cast_column("images", datasets.List(datasets.Image()))  # images as PIL 
 
 ### verl
 
-verl reads a parquet of chat prompts; the pipeline's `verl` stage builds it from this split:
-`data/verl/{split}.parquet` (see its card, `data/verl/README.md`).
+verl reads parquet files of chat prompts; the pipeline's `verl` stage builds them from this split:
+`data/verl/{split}/part-*.parquet` (see its card, `data/verl/README.md`).
 
 ### TRL
 
 TRL's SFTTrainer needs `messages`; the pipeline's `trl` stage builds them from this split:
-`data/trl/{split}.parquet` (see `data/trl/README.md`)."""
+`data/trl/{split}/part-*.parquet` (see `data/trl/README.md`)."""
 
 
 def loading_files(product: str, files: dict[str, str], hub: bool, shards: dict[str, list[str]] | None = None) -> str:

@@ -26,7 +26,7 @@ STAGES = {
     "llamafactory_info": "LLaMA-Factory's dataset_info.json naming every llamafactory split (vlprep_<split>)",
     "swift": "hf_bytes -> ms-swift SFT parquet (messages, images, token counts)",
     "swift_grpo": "hf_bytes -> ms-swift GRPO parquet (prompt messages, images, solution and reward columns)",
-    "card": "dataset cards next to the verl and trl files",
+    "card": "dataset cards next to the verl and trl split directories",
     "preview": "a self-contained HTML page with sampled rows and dropped rows",
     "export": "Hub-ready folders (off by default: export.products in params.yaml)",
 }
@@ -89,16 +89,17 @@ def show(split: str, target: str, n: int, root: Path) -> int:
     import pyarrow.parquet as pq
 
     from vlprep.preview import trl_preview_row, verl_preview_row
+    from vlprep.sources import split_files
 
-    path = root / "data" / target / f"{split}.parquet"
-    if not path.is_file():
+    path = root / "data" / target / split  # its parts: part-00000.parquet, ...
+    if not path.is_dir():
         print(f"vlprep show: {path} does not exist; run `dvc repro` first"
               + (" (and add the split to trl.splits)" if target == "trl" else ""), file=sys.stderr)
         return 1
-    pf = pq.ParquetFile(path)
     row_fn = verl_preview_row if target == "verl" else trl_preview_row
     shown = 0
-    for batch in pf.iter_batches(batch_size=max(1, min(n, 64))):
+    batches = (b for f in split_files(path) for b in pq.ParquetFile(f).iter_batches(batch_size=max(1, min(n, 64))))
+    for batch in batches:
         for row in batch.to_pylist():
             if shown == n:
                 break

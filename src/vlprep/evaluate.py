@@ -1,6 +1,6 @@
 """Offline evaluation: score a file of model responses against a verl split with the training reward.
 
-    python -m vlprep.evaluate --responses FILE --data data/verl/test.parquet --out metrics/eval/NAME.json
+    python -m vlprep.evaluate --responses FILE --data data/verl/test --out metrics/eval/NAME.json
 
 FILE is JSONL (one {"index": int, "response": str} per line) or parquet (columns `index`, `response`);
 `index` is the row's `extra_info.index` in the verl split. Writes a DVC-style metrics JSON: accuracy,
@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from vlprep.failures import InputError
 from vlprep.reward import compute_score
+from vlprep.sources import split_files
 
 # Only what scoring needs: the split's image bytes are never read.
 DATA_COLUMNS = ["data_source", "reward_model", "extra_info"]
@@ -97,7 +99,8 @@ def evaluate(responses_path: Path, data_path: Path, **reward_kwargs) -> dict:
     seen: set[int] = set()
     missing: list[int] = []
     rows = 0
-    for batch in pq.ParquetFile(data_path).iter_batches(columns=DATA_COLUMNS):
+    batches = (b for f in split_files(data_path) for b in pq.ParquetFile(f).iter_batches(columns=DATA_COLUMNS))
+    for batch in batches:
         for source, reward_model, extra in zip(
             batch.column("data_source").to_pylist(),
             batch.column("reward_model").to_pylist(),
@@ -157,7 +160,7 @@ def report_problems(metrics: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Score model responses on a verl split with vlprep's reward.")
     ap.add_argument("--responses", required=True, type=Path, help="JSONL or parquet with `index` and `response`")
-    ap.add_argument("--data", required=True, type=Path, help="the verl split, e.g. data/verl/test.parquet")
+    ap.add_argument("--data", required=True, type=Path, help="the verl split, e.g. data/verl/test (its parts) or one parquet file")
     ap.add_argument("--out", required=True, type=Path, help="metrics JSON, e.g. metrics/eval/NAME.json")
     ap.add_argument("--format-weight", type=float, default=0.0, help="reward kwarg format_weight (as in training)")
     ap.add_argument("--require-format", action=argparse.BooleanOptionalAction, default=True,
@@ -166,7 +169,7 @@ def main(argv=None) -> int:
     try:
         metrics = evaluate(args.responses, args.data, format_weight=args.format_weight,
                            require_format=args.require_format)
-    except ResponsesError as e:
+    except (ResponsesError, InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_metrics(metrics, args.out)

@@ -45,6 +45,11 @@ class EngineParams(Section):
     part_rows: PositiveInt  # an output part holds the rows of whole input units adding up to this many
 
 
+# Keys that change where and how the work runs, or how the output is cut into files, never a row: left
+# out of the cards' "built with" params.
+SCHEDULING_KEYS = {"num_proc", "engine", "ray_address", "part_rows"}
+
+
 class HfBytesParams(EngineParams):
     keep_first_k_images: NonNegativeInt | None  # 0 or null = keep all
     strict_image: bool  # drop rows left with no valid image

@@ -184,6 +184,16 @@ def hf_dataset_files(dataset_dir: Path) -> list[Path]:
     return [Path(dataset_dir) / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
 
 
+def split_files(path: Path) -> list[Path]:
+    """A verl/trl split's parquet files in order: the parts of its directory (README, "Output parts"),
+    or the one file given."""
+    path = Path(path)
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        raise InputError(f"{path}: missing (run its stage first)")
+    return files
+
+
 def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
     try:
         if isinstance(unit, ArrowBatch):

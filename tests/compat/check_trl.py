@@ -1,7 +1,7 @@
 """Check that TRL 1.16 can SFT-train on vlprep's trl parquet file.
 
 Usage (inside the trainer virtualenv):
-    python check_trl.py --model-dir DIR FILE.parquet
+    python check_trl.py --model-dir DIR FILES  (a parquet file or a glob, e.g. data/trl/train/part-*.parquet)
 
 DIR is a model directory as written by tiny_qwen.py (tiny Qwen2.5-VL + processor).
 

@@ -1,7 +1,10 @@
 """Check that verl 0.9.1 can train on vlprep's verl parquet files.
 
 Usage (inside the trainer virtualenv):
-    python check_verl.py --processor-dir DIR FILE.parquet [FILE.parquet ...]
+    python check_verl.py --processor-dir DIR SPLIT [SPLIT ...]
+
+SPLIT is a split directory of parts (part-00000.parquet, ...: handed to verl as its file list, as
+`data.train_files=[...]`) or one parquet file.
 
 DIR is a model directory as written by tiny_qwen.py (processor + config.json).
 
@@ -187,6 +190,11 @@ def check_schema(table):
     return problems
 
 
+def part_files(path):
+    """A split directory's parts in order (what a user lists in data.train_files), or the one file."""
+    return sorted(str(p) for p in Path(path).glob("part-*.parquet")) if Path(path).is_dir() else [str(path)]
+
+
 def load_file(path, cfg, tokenizer, processor):
     """Schema checks + verl's RLHFDataset (with its length filter) for one file.
 
@@ -194,7 +202,8 @@ def load_file(path, cfg, tokenizer, processor):
     from verl.trainer.ppo.utils import create_rl_dataset
 
     failures = []
-    table = pq.read_table(path)
+    parts = part_files(path)
+    table = pq.read_table(parts)
     n_rows = table.num_rows
     failures += [f"{path}: {p}" for p in check_schema(table)]
     if failures:
@@ -207,7 +216,7 @@ def load_file(path, cfg, tokenizer, processor):
     del table
 
     # verl's trainer builds its datasets with exactly this call (main_ppo -> create_rl_dataset).
-    dataset = create_rl_dataset([str(path)], cfg.data, tokenizer, processor, is_train=True)
+    dataset = create_rl_dataset(parts, cfg.data, tokenizer, processor, is_train=True)
     if len(dataset) != n_rows:
         kept = {e.get("index") for e in dataset.dataframe["extra_info"]}
         lost = [ix for ix in raw_indices if ix not in kept]
@@ -369,7 +378,7 @@ def main(argv=None):
     files = [str(Path(f).resolve()) for f in args.files]
     model_dir = str(Path(args.processor_dir).resolve())
     cache_dir = tempfile.mkdtemp(prefix="verl-cache-")
-    cfg = compose_trainer_config(model_dir, files, args.max_prompt_length, args.response_length, cache_dir)
+    cfg = compose_trainer_config(model_dir, [p for f in files for p in part_files(f)], args.max_prompt_length, args.response_length, cache_dir)
 
     # The tokenizer/processor exactly as verl's workers load them (hf_tokenizer / hf_processor,
     # which also binds Qwen2.5-VL's get_rope_index onto the processor).
