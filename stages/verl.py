@@ -25,7 +25,7 @@ def main() -> None:
         # Both need every row before the first is written (a global order, a global count): one process.
         raise ParamsError("params.yaml: verl.shuffle and verl.max_rows work with verl.engine: local only "
                           "(engine: ray writes each part where it runs)")
-    post = [limit_rows(p.max_rows, verl_row_refs(str(args.source)))]
+    post = [] if p.max_rows is None else [limit_rows(p.max_rows, verl_row_refs(str(args.source)))]
     if p.shuffle:
         size = sum(f.stat().st_size for f in hf_dataset_files(args.source))
         work = work_path(f"shuffle-{args.split}")

@@ -70,9 +70,9 @@ def raw_row(name, overrides, i):
     return r
 
 
-@pytest.fixture(scope="module")
-def adversarial(repro_repo, tmp_path_factory):
-    work = tmp_path_factory.mktemp("adversarial")
+def adversarial_project(work, tokenizer: str, **params_by_section) -> None:
+    """The adversarial raw shards and a params.yaml reading them in `work`; params_by_section: e.g.
+    verl={"engine": "ray"} sets those keys."""
     raw = work / "raw"
     (raw / "imgs").mkdir(parents=True)
     (raw / "imgs/ok.png").write_bytes(png(30, 30))
@@ -96,9 +96,16 @@ def adversarial(repro_repo, tmp_path_factory):
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["inputs"] = {"train": "raw"}
-    tokenizer = str(repro_repo / "data/tokenizer/qwen2_5_vl")
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = tokenizer
+    for section, values in params_by_section.items():
+        params[section].update(values)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="module")
+def adversarial(repro_repo, tmp_path_factory):
+    work = tmp_path_factory.mktemp("adversarial")
+    adversarial_project(work, str(repro_repo / "data/tokenizer/qwen2_5_vl"))
     build(work)
     return work
 
@@ -108,7 +115,7 @@ def present(work, stage):
     hashes = datasets.load_from_disk(str(work / "data/hf_bytes/train"))["hash"]
     if stage == "hf_bytes":
         return hashes
-    table = pq.read_table(work / f"data/{stage}/train.parquet")
+    table = pq.read_table(work / f"data/{stage}/train")
     if stage == "verl":  # verl rows carry their hf_bytes row position in extra_info.index
         return [hashes[e["index"]] for e in table.column("extra_info").to_pylist()]
     return table.column("hash").to_pylist()

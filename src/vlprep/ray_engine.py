@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -64,6 +65,17 @@ def _probe(address: str) -> None:
 def connect(address: str | None, num_cpus: int) -> Callable[[], None]:
     """Connect to the cluster at `address`, or start an in-process one with num_cpus workers; returns
     the function that disconnects (and stops an in-process cluster)."""
+    # ray.init replaces the stage's SIGINT and SIGTERM handlers (Ctrl-C would kill the process outright,
+    # skipping the cleanup that publishes nothing): they are put back once connected.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _connect(address, num_cpus)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _connect(address: str | None, num_cpus: int) -> Callable[[], None]:
     ray = import_ray()
     if address is None:
         # Its own short temp dir: Ray's socket paths have a length limit, and sessions stay separate.

@@ -1,7 +1,8 @@
 """Test hook, active only when a test puts this folder on PYTHONPATH and sets VLPREP_TEST_STALL_MARKER:
 after the first table a stage writes to its output, the process touches the marker file and waits, until
 the file VLPREP_TEST_STALL_RESUME exists (if set) or forever. A test then knows, without guessing a
-delay, that the stage is mid-write, and can kill it, interrupt it, or change its inputs and let it go on."""
+delay, that the stage is mid-write, and can kill it, interrupt it, or change its inputs and let it go on.
+The marker holds the stalled process's id (a Ray worker's, with engine: ray)."""
 import os
 import time
 
@@ -16,7 +17,8 @@ def _stall_after(write):
         write(self, *args, **kwargs)
         where = str(getattr(self, "where", "arrow-stream"))
         if TARGET in where and not os.path.exists(MARKER):
-            open(MARKER, "w").close()
+            with open(MARKER, "w") as f:
+                f.write(str(os.getpid()))  # which process stalled (a Ray worker, for a test to kill)
             while not (RESUME and os.path.exists(RESUME)):
                 time.sleep(0.02)  # signals (SIGINT, SIGTERM) interrupt the sleep
 
