@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from vlprep.metrics import Rejected
+from vlprep.remote import is_s3, join_under, read_bytes
 
 # Pillow's own bomb threshold (~89.5 MP); the param max_image_pixels overrides it per stage.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -158,6 +159,8 @@ def read_image_file(path_str: str, root: Path | None) -> bytes:
     symlinked secret into training data. Relative paths are taken relative to root."""
     if root is None:
         raise Rejected("image_path_not_allowed", path_str)
+    if is_s3(root):
+        return _read_s3_image(path_str, str(root))
     root = Path(os.path.realpath(root))
     candidate = Path(path_str)
     candidate = candidate if candidate.is_absolute() else root / candidate
@@ -172,11 +175,24 @@ def read_image_file(path_str: str, root: Path | None) -> bytes:
         raise Rejected("image_file_unreadable", f"{path_str[:200]}: {e}") from None
 
 
+def _read_s3_image(path_str: str, root: str) -> bytes:
+    """An image path under an S3 input's root (remote.py): the same rules, keys instead of files."""
+    target = join_under(root, path_str)
+    if target is None:
+        raise Rejected("image_path_outside_root", path_str)
+    try:
+        return read_bytes(target)
+    except FileNotFoundError:
+        raise Rejected("image_file_missing", path_str) from None
+    except (OSError, ValueError) as e:
+        raise Rejected("image_file_unreadable", f"{path_str[:200]}: {e}") from None
+
+
 def _looks_like_path(s: str, root: Path | None) -> bool:
     # base64 never contains '.', and a short string naming an existing file is a path whatever it holds.
     if "." in s:
         return True
-    if len(s) < 1024:
+    if len(s) < 1024 and not is_s3(root):  # (an S3 root: no cheap existence check; decoding decides)
         p = Path(s)
         try:
             return (p if p.is_absolute() or root is None else root / p).exists()

@@ -19,6 +19,7 @@ from vlprep.metrics import Rejected
 from vlprep.params import ColumnMapping, InputEntry
 from vlprep.presets import PRESETS
 from vlprep.records import normalize_options
+from vlprep.remote import is_s3, parent as remote_parent
 from vlprep.sources import (MALFORMED, RowGroup, TextChunk, file_format, open_parquet, plan_text_units,
                             resolve_inputs)
 
@@ -286,6 +287,8 @@ def image_root(inp: Input | None, default: str | None, path: str) -> Path:
     """Where a row's relative image paths resolve: the entry's image_root, else hf_bytes.image_root,
     else the directory of the file naming them (images.read_image_file keeps reads under it)."""
     root = (inp.image_root if inp else None) or default
+    if is_s3(root or path):  # S3 keys stay strings: Path would fold "s3://" into "s3:/"
+        return root or remote_parent(path)
     return Path(root) if root else Path(path).parent
 
 

@@ -10,6 +10,7 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
+from vlprep import remote
 from vlprep.executor import AttachFn, as_is, run_units
 from vlprep.metrics import Rejected, RowRef, StageStats, plot_files, write_json
 from vlprep.progress import with_progress
@@ -124,7 +125,9 @@ def _merged_parts(results: Iterator[PartResult], output: Parted, stats: StageSta
         yield result.info
 
 
-def _stamp(path: str) -> tuple[int, int, int] | None:
+def _stamp(path: str) -> tuple | None:
+    if remote.is_s3(path):
+        return remote.stamp(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:

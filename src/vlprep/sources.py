@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from vlprep import remote
 from vlprep.failures import InputError
 
 
@@ -31,9 +32,17 @@ def resolve_inputs(spec: str, base: Path = Path("."), fmt: str = "parquet") -> l
     files of `fmt` for other formats), a single file, or a comma-separated list of these. Each part's
     matches are sorted (so output order never depends on the file system); duplicates are removed
     keeping the first occurrence."""
-    files: list[Path] = []
+    files: list[Path | str] = []
     for part in (p.strip() for p in str(spec).split(",")):
         if not part:
+            continue
+        if remote.is_s3(part):  # listed in place, never copied (remote.py); S3 keys stay strings
+            if fmt != "parquet":
+                raise InputError(f"input {part!r}: S3 inputs are read as parquet only")
+            matches = remote.list_files(part, SUFFIXES[fmt])
+            if not matches:
+                raise InputError(f"input {part!r} matched no {fmt} files (or no such bucket/prefix)")
+            files.extend(matches)
             continue
         path = Path(os.path.expanduser(part))
         path = path if path.is_absolute() else base / path
@@ -48,10 +57,10 @@ def resolve_inputs(spec: str, base: Path = Path("."), fmt: str = "parquet") -> l
         if not matches:
             raise InputError(f"input {part!r} matched no {fmt} files")
         files.extend(matches)
-    seen: set[Path] = set()
+    seen: set = set()
     unique = []
     for f in files:
-        key = f.resolve()
+        key = f if remote.is_s3(f) else f.resolve()
         if key not in seen:
             seen.add(key)
             unique.append(f)
@@ -127,7 +136,7 @@ def open_parquet(path: Path | str) -> pq.ParquetFile:
     # pre_buffer=False: the default buffers whole column chunks ahead, making memory grow with file size.
     # Cached: a file's row groups are read one after another, and parsing its footer each time costs.
     try:
-        return pq.ParquetFile(path, pre_buffer=False)
+        return pq.ParquetFile(remote.open_input(path) if remote.is_s3(path) else path, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as e:
         raise InputError(f"{path}: not a readable parquet file ({e})") from e
 
