@@ -37,21 +37,32 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / "work"
-STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit"]
+STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit",
+          "ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray"]
+# engine: ray (README, "Running on Ray"): the same stages as Ray tasks in a Ray the stage starts with
+# num_proc CPUs. "ray_startup" is the fixed cost of that: a fresh interpreter starting Ray as the stages
+# do and stopping it, no data. Measured only with --engines ray.
+RAY_STAGES = ("ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray")
+RAY_STARTUP = ("import sys; from vlprep.ray_engine import connect; "
+               "connect(None, int(sys.argv[1]))()")
 # What verl and trl pay before their first row, whatever N: a fresh interpreter importing vlprep.tokens and
 # loading the tokenizer as the stages do (AutoTokenizer: transformers import + Qwen2.5-VL's 151k-token BPE).
 # Measured once per N like the floor, so the report can show the per-row part of each stage on its own.
 TOKENIZER_LOAD = "import sys; from vlprep.tokens import load_tokenizer; load_tokenizer(sys.argv[1])"
-SINGLE_PROCESS = ("floor", "tokenizer_load")
+SINGLE_PROCESS = ("floor", "tokenizer_load", "ray_startup")
 # verl with images re-encoded to a typical training cap (256*28*28 pixels, ~2/3 of these images are
 # above it): decode, resize and encode make it the CPU-bound stage, where num_proc shows. ~10 ms an
 # image here, so it is measured once, at N <= VARIANT_MAX_ROWS only.
 VARIANTS = {"verl_resize": ("verl", {"resize_to_max_pixels": True, "max_pixels": 256 * 28 * 28})}
 VARIANT_MAX_ROWS = 10_000
 # Output each stage writes in the scratch project (deleted after measuring, to keep disk use bounded).
-OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train.parquet",
-           "verl_resize": "data/verl/train.parquet",
-           "trl": "data/trl/train.parquet", "tokenizer_load": None, "audit": "data/audit"}
+OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train",
+           "verl_resize": "data/verl/train",
+           "trl": "data/trl/train", "tokenizer_load": None, "audit": "data/audit", "ray_startup": None,
+           "hf_bytes@ray": "data/hf_bytes_ray/train", "verl@ray": "data/verl/train", "trl@ray": "data/trl/train"}
+# The stage scripts' arguments (split, input, output), as dvc.yaml runs them.
+ARGS = {"hf_bytes": ["train", "data/hf_bytes/train"], "verl": ["train", "data/hf_bytes/train", "data/verl/train"],
+        "trl": ["train", "data/hf_bytes/train", "data/trl/train"]}
 # audit compares train with test; here test is the same data as train (hf_bytes/test links to hf_bytes/train):
 # the worst case, every row contaminated, with the image pool's repeats as exact copies across rows.
 
@@ -119,11 +130,18 @@ def measure_child(out_json: str, cmd: list[str]) -> None:
 
     busy0, t = busy(), time.perf_counter()
     proc = subprocess.Popen(cmd)
-    parent, tree_peak = psutil.Process(proc.pid), 0
+    parent, tree_peak, driver_peak, worker_peak = psutil.Process(proc.pid), 0, 0, 0
+    own = parent.cmdline()
     while proc.poll() is None:
         try:
             procs = [parent, *parent.children(recursive=True)]
-            tree_peak = max(tree_peak, sum(p.memory_info().rss for p in procs))
+            rss = {p: p.memory_info().rss for p in procs}
+            tree_peak = max(tree_peak, sum(rss.values()))
+            driver_peak = max(driver_peak, rss[parent])
+            # Ray names its worker processes ray::<task> (ray::run_part, ray::IDLE); local workers are forks
+            # (the stage's own command line). Ray's other processes (GCS, raylet, log monitor) are neither.
+            worker_peak = max([worker_peak, *(r for p, r in rss.items() if p is not parent
+                                              and (p.name().startswith("ray::") or p.cmdline() == own))])
         except psutil.Error:
             pass  # a process ended while sampling
         time.sleep(0.05)
@@ -133,7 +151,8 @@ def measure_child(out_json: str, cmd: list[str]) -> None:
     # Others' work on the machine skews wall time (cpu_s much less): CPU seconds used meanwhile by
     # every other process (and this wrapper's sampling) tells whether a number is trustworthy.
     Path(out_json).write_text(json.dumps({"rc": proc.returncode, "wall_s": wall, "cpu_s": cpu, "sys_s": ru.ru_stime, "others_cpu_s": busy() - busy0 - cpu,
-                                          "maxrss_mb": ru.ru_maxrss / 1024, "tree_rss_mb": tree_peak / 2**20}))
+                                          "maxrss_mb": ru.ru_maxrss / 1024, "tree_rss_mb": tree_peak / 2**20,
+                                          "driver_rss_mb": driver_peak / 2**20, "worker_rss_mb": worker_peak / 2**20}))
 
 
 def snapshot_code(ref: str | None) -> tuple[Path, str]:
@@ -181,6 +200,7 @@ def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
     params["inputs"] = {"train": str(raw / "train"), "test": str(raw / "train")}
     for stage in ("hf_bytes", "verl", "trl"):
         params[stage]["num_proc"] = num_proc
+        params[stage]["ray_address"] = None  # a Ray in the stage (RAY_ADDRESS is cleared for the runs)
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(tokenizer)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return proj
@@ -190,7 +210,7 @@ def set_stage_params(proj: Path, stage: str, overrides: dict) -> None:
     """The stage's params as make_project wrote them, with `overrides` (a variant's) on top."""
     params = yaml.safe_load((proj / "params.yaml").read_text())
     repo_params = yaml.safe_load((REPO / "params.yaml").read_text())[stage]
-    for key in {k for _, changes in VARIANTS.values() for k in changes} & set(repo_params):  # undo earlier variants
+    for key in {"engine", *(k for _, changes in VARIANTS.values() for k in changes)} & set(repo_params):  # undo earlier variants
         params[stage][key] = repo_params[key]
     params[stage].update(overrides)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -211,7 +231,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[10000, 100000])
     ap.add_argument("--num-proc", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--stages", nargs="+", default=STAGES, choices=STAGES)
+    ap.add_argument("--stages", nargs="+", default=[s for s in STAGES if s not in RAY_STAGES], choices=STAGES)
+    ap.add_argument("--engines", nargs="+", default=["local"], choices=["local", "ray"],
+                    help="ray adds ray_startup and hf_bytes/verl/trl@ray (needs the ray extra)")
     # 4096: a 1 MB parquet page (what zstd sees at once) holds ~1% repeated image bytes.
     ap.add_argument("--image-pool", type=int, default=4096, help="distinct images the rows draw from")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
@@ -219,6 +241,9 @@ def main() -> None:
     ap.add_argument("--code", metavar="GIT_REF", help="measure src/ and stages/ of this commit; default: the work tree")
     ap.add_argument("--fresh", action="store_true", help="drop earlier results from --out instead of merging")
     args = ap.parse_args()
+    if "ray" in args.engines:
+        args.stages = [*args.stages, *(s for s in RAY_STAGES if s not in args.stages)]
+        os.environ.pop("RAY_ADDRESS", None)
     code, code_id = snapshot_code(args.code)
     print(f"measuring code {code_id} ({args.code or 'work tree'}) from {code}", file=sys.stderr)
     tokenizer = WORK / "tokenizer"
@@ -238,11 +263,18 @@ def main() -> None:
                 if stage in VARIANTS and n > VARIANT_MAX_ROWS:
                     continue
                 if stage in ("verl", "trl", "audit", *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
-                    measure([sys.executable, str(code / "stages" / "hf_bytes.py"), "train"], proj, code)  # their input
+                    measure([sys.executable, str(code / "stages" / "hf_bytes.py"), *ARGS["hf_bytes"]], proj, code)  # their input
                 if stage == "audit" and not (proj / "data/hf_bytes/test").exists():
                     (proj / "data/hf_bytes/test").symlink_to("train")
                 if stage == "floor":
                     cmd = [sys.executable, __file__, "--floor", str(raw / "train"), OUTPUTS["floor"]]
+                elif stage == "ray_startup":
+                    cmd = [sys.executable, "-c", RAY_STARTUP, str(num_proc)]
+                elif stage in RAY_STAGES:
+                    script = stage.split("@")[0]
+                    set_stage_params(proj, script, {"engine": "ray"})
+                    args_ = ARGS[script] if script != "hf_bytes" else ["train", OUTPUTS[stage]]
+                    cmd = [sys.executable, str(code / "stages" / f"{script}.py"), *args_]
                 elif stage == "tokenizer_load":
                     cmd = [sys.executable, "-c", TOKENIZER_LOAD, str(tokenizer)]
                 elif stage == "audit":
@@ -253,7 +285,7 @@ def main() -> None:
                 else:
                     script, overrides = VARIANTS.get(stage, (stage, {}))
                     set_stage_params(proj, script, overrides)
-                    cmd = [sys.executable, str(code / "stages" / f"{script}.py"), "train"]
+                    cmd = [sys.executable, str(code / "stages" / f"{script}.py"), *ARGS[script]]
                 out = proj / (OUTPUTS[stage] or "no-output")
                 # Wall time varies by up to ~1.6x between identical runs here (other work on the machine,
                 # write-back of the output): --repeat keeps the run with the median wall time, lists all.
@@ -264,7 +296,7 @@ def main() -> None:
                     ms.append(measure(cmd, proj, code))
                 m = sorted(ms, key=lambda x: x["wall_s"])[len(ms) // 2]
                 m["wall_all"] = [x["wall_s"] for x in ms]
-                metrics = proj / "metrics" / VARIANTS.get(stage, (stage,))[0] / "train.json"
+                metrics = proj / "metrics" / VARIANTS.get(stage, (stage.split("@")[0],))[0] / "train.json"
                 rows_out = json.loads(metrics.read_text())["rows_out"] if metrics.is_file() else n
                 m["when"], m["code"] = time.strftime("%Y-%m-%d %H:%M"), f"{code_id} {args.code or 'work tree'}"
                 runs.append({"rows": n, "num_proc": 1 if stage in SINGLE_PROCESS else num_proc, "stage": stage, **m,
@@ -293,7 +325,7 @@ def main() -> None:
 def report(runs: list[dict], raws: dict, out: Path, other_code: list[dict]) -> None:
     print(f"code {runs[0]['code']}" if runs else "no results")
     cols = ["rows", "num_proc", "stage", "wall_s", "cpu_s", "sys_s", "rows_per_s", "mb_per_s", "maxrss_mb", "tree_rss_mb",
-            "out_mb", "rows_out", "others_cpu_s"]
+            "driver_rss_mb", "worker_rss_mb", "out_mb", "rows_out", "others_cpu_s"]
     print(" | ".join(f"{c:>11}" for c in cols) + " | wall of each repeat")
     for r in runs:
         print(" | ".join(f"{r.get(c, ''):>11}" for c in cols) + f" | {r.get('wall_all', '')}")
