@@ -204,24 +204,14 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     def square(matrix: list[int]) -> list[int]:
         return [times(matrix, matrix[n]) for n in range(32)]
 
-    if len2 <= 0:
-        return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
-    even = square(odd)  # two zero bits
-    odd = square(even)  # four zero bits
-    while True:  # apply len2 zero bytes to crc1, one bit of len2 at a time
-        even = square(odd)
+    op = [0xEDB88320] + [1 << n for n in range(31)]  # the operator appending one zero bit
+    for _ in range(3):
+        op = square(op)  # ... two, four, eight zero bits: one zero byte
+    while len2 > 0:  # append len2 zero bytes to crc1, one bit of len2 at a time
         if len2 & 1:
-            crc1 = times(even, crc1)
+            crc1 = times(op, crc1)
         len2 >>= 1
-        if not len2:
-            break
-        odd = square(even)
-        if len2 & 1:
-            crc1 = times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
+        op = square(op)
     return crc1 ^ crc2
 
 
