@@ -29,7 +29,7 @@ from vlprep.audit import (
 from vlprep.schema import HF_BYTES_FEATURES
 from vlprep.params import load_section
 from vlprep.sources import hf_dataset_files, plan_arrow_units
-from vlprep.writers import write_hf_dataset
+from vlprep.parts import write_hf_dataset
 
 
 # ---------------------------------------------------------------- planted data

@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import pyarrow as pa
 
 from vlprep.metrics import StageStats
+from vlprep.schema import arrow_schema
 from vlprep.sources import Unit
 from vlprep.writers import EmptyOutput, atomic_path, parquet_writer
 
@@ -242,3 +243,14 @@ def finish_hf_dataset(directory: Path, features: dict, parts: list[PartInfo], in
     (directory / "dataset_info.json").write_text(json.dumps(dataset_info, indent=2, sort_keys=True) + "\n")
     (directory / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
     return rows
+
+
+def write_hf_dataset(final: Path, features: dict, tables: Iterable[pa.Table], info: dict | None = None) -> int:
+    """A save_to_disk directory of one part from a stream of tables (tests and tools; hf_bytes writes
+    its parts through run_stage). Returns rows written."""
+    fmt = ArrowParts(arrow_schema(features))
+
+    def finish(directory: Path, parts: list[PartInfo], stats: StageStats) -> None:
+        finish_hf_dataset(directory, features, parts, info or {})
+
+    return Parted(final, fmt, None, finish).publish(lambda d: write_stream(fmt, d, [[]], iter(tables)), StageStats())
