@@ -20,6 +20,7 @@ from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
+from vlprep import remote
 from vlprep.failures import WorkerDied
 from vlprep.metrics import StageStats
 from vlprep.sources import Unit, open_parquet
@@ -44,8 +45,10 @@ def _worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
-    # A forked worker must not share the parent's open parquet files (and their file positions).
+    # A forked worker must not share the parent's open parquet files (and their file positions), nor its
+    # S3 client's connections.
     open_parquet.cache_clear()
+    remote.s3.cache_clear()
 
 
 def _ready() -> None:
