@@ -226,3 +226,17 @@ def test_s3_inputs_through_ray_give_the_local_bytes_and_a_changed_object_reruns(
         first = sorted(raw.glob("*.parquet"))[0]
         client.put_object(Bucket=ep.bucket, Key=f"raw/train/{first.name}", Body=sorted(raw.glob("*.parquet"))[1].read_bytes())
         assert "Running stage 'hf_bytes@train'" in run(["dvc", "repro", "hf_bytes@train"], scratch_repo, env=env).stdout
+
+
+def lock_outputs(repo: Path) -> dict:
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {o["path"]: o["md5"] for stage in stages.values() for o in stage.get("outs", [])}
+
+
+def test_dvc_repro_with_engine_ray_reproduces_the_committed_output_hashes(scratch_repo):
+    """The issue's acceptance check: every stage with an engine on Ray (a Ray in each stage), `dvc repro`
+    reruns them (engine is a param) and every output hash is the one dvc.lock commits."""
+    set_params(scratch_repo, **{f"{s}.engine": "ray" for s in TARGETS})
+    out = run(["dvc", "repro"], scratch_repo, env={"RAY_ADDRESS": ""}).stdout
+    assert "Running stage 'verl@train'" in out and "Running stage 'hf_bytes@test'" in out
+    assert lock_outputs(scratch_repo) == lock_outputs(REPO)
