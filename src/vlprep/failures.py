@@ -4,7 +4,6 @@ still end in a traceback: they are ours to fix."""
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import signal
 import sys
@@ -25,13 +24,7 @@ class WorkerDied(Exception):
 
 
 class ClusterUnreachable(Exception):
-    """engine: ray and the cluster does not answer. hard_exit: a connection attempt is still blocked
-    inside Ray, which would also block a normal exit, so the process ends without cleanup (nothing has
-    been written yet when connecting)."""
-
-    def __init__(self, message: str, hard_exit: bool = False):
-        super().__init__(message)
-        self.hard_exit = hard_exit
+    """engine: ray and the Ray cluster does not answer (checked before anything is written)."""
 
 
 class Terminated(BaseException):
@@ -73,12 +66,7 @@ def stage_main(body: Callable[[], object]) -> None:
     sweep_leftovers()  # what killed runs left, whichever stage they were
     try:
         body()
-    except (ParamsError, InputError, WorkerDied) as e:
-        sys.exit(f"{name}: {e}")
-    except ClusterUnreachable as e:
-        if e.hard_exit:
-            print(f"{name}: {e}", file=sys.stderr, flush=True)
-            os._exit(1)
+    except (ParamsError, InputError, WorkerDied, ClusterUnreachable) as e:
         sys.exit(f"{name}: {e}")
     except KeyboardInterrupt:
         print(f"{name}: interrupted (Ctrl-C); nothing was published; rerun to build it", file=sys.stderr)

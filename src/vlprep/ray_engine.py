@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import tempfile
-import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -89,22 +88,24 @@ def _connect(address: str | None, num_cpus: int) -> Callable[[], None]:
 
         return stop
     _probe(address)
-    failure: list[BaseException] = []
 
-    def init() -> None:
-        try:
-            ray.init(address=address, logging_level="warning", log_to_driver=False)
-        except BaseException as e:  # handed to the stage's thread
-            failure.append(e)
-
-    thread = threading.Thread(target=init, name="vlprep-ray-connect", daemon=True)
-    thread.start()
-    thread.join(CONNECT_TIMEOUT_S)
-    if thread.is_alive():
+    def too_slow(signum, frame):
         raise ClusterUnreachable(f"Ray cluster at {address}: no answer within {CONNECT_TIMEOUT_S} s; "
-                                 "check the address (verl/trl/hf_bytes ray_address or RAY_ADDRESS)", hard_exit=True)
-    if failure:
-        raise ClusterUnreachable(f"Ray cluster at {address}: cannot connect ({str(failure[0]).splitlines()[0]})")
+                                 "check the address (verl/trl/hf_bytes ray_address or RAY_ADDRESS)")
+
+    # In the main thread (Ray sets up its driver there), bounded by an alarm: Ray's own connection
+    # retries, in Python, end when the alarm's exception reaches them.
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(CONNECT_TIMEOUT_S)
+    try:
+        ray.init(address=address, logging_level="warning", log_to_driver=False)
+    except ClusterUnreachable:
+        raise
+    except Exception as e:
+        raise ClusterUnreachable(f"Ray cluster at {address}: cannot connect ({str(e).splitlines()[0]})") from None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     return ray.shutdown
 
 
@@ -123,6 +124,7 @@ def run_parts_on_ray(output: Parted, parts: list, unit_fn, attach, address: str 
         cwd, directory = os.getcwd(), Path(directory).resolve()
         refs = [task.remote(output.fmt, str(directory / output.fmt.name(i, len(parts))), units, unit_fn, attach,
                             output.observer, cwd) for i, units in enumerate(parts)]
+        finished = False
         try:
             for i, ref in enumerate(refs):
                 try:
@@ -133,10 +135,11 @@ def run_parts_on_ray(output: Parted, parts: list, unit_fn, attach, address: str 
                         ray.exceptions.ObjectLostError) as e:
                     raise WorkerDied(f"part {i} of {len(parts)}: its Ray worker died {TASK_RETRIES + 1} times "
                                      f"({type(e).__name__}); nothing was published") from None
+            finished = True
         finally:
-            # Interrupted or failed: no task may go on writing into a directory about to be removed.
-            for ref in refs:
-                ray.cancel(ref, force=True)
+            if not finished:  # interrupted or failed: no task may go on writing into a directory about to be removed
+                for ref in refs:
+                    ray.cancel(ref, force=True)
             stop()
 
     return results
