@@ -23,13 +23,6 @@ def repro_ran(repo) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-@pytest.fixture
-def committed_repo(scratch_repo):
-    """The repro'd copy with its outputs' dvc.lock committed: a baseline for experiments and clones."""
-    git_commit_all(scratch_repo, "repro")
-    return scratch_repo
-
-
 @pytest.mark.parametrize(
     "change,expected",
     [
