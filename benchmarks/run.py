@@ -293,6 +293,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="default: benchmarks/results.json (scan), results-<profile>.json")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is kept")
     ap.add_argument("--code", metavar="GIT_REF", help="measure src/ and stages/ of this commit; default: the work tree")
+    ap.add_argument("--free-raw", action="store_true",
+                    help="delete each N's raw data once floor and hf_bytes are measured (disk: 100k figure rows are 16 GB)")
     ap.add_argument("--fresh", action="store_true", help="drop earlier results from --out instead of merging")
     args = ap.parse_args()
     args.out = args.out or REPO / "benchmarks" / ("results.json" if args.profile == "scan" else f"results-{args.profile}.json")
@@ -357,6 +359,8 @@ def main() -> None:
                 print(f"{n:>7} np={num_proc} {stage:9} {m['wall_s']:8.2f} s", file=sys.stderr)
                 if stage != "hf_bytes" and out.exists():  # hf_bytes is the input of verl/trl
                     shutil.rmtree(out) if out.is_dir() else out.unlink()
+                if args.free_raw and stage == "hf_bytes" and not set(args.stages) & {"e2e", "e2e_core", "e2e_copy"}:
+                    shutil.rmtree(raw)  # later stages read hf_bytes; ensure_raw writes it again when needed
             shutil.rmtree(proj)
     # Keep earlier results for what this invocation did not measure, so a quick run and a 100k run add
     # up, if measured on the same data and code; results of other code are kept apart, for comparison.
