@@ -37,8 +37,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / "work"
-STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit",
+STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit", "e2e_copy", "e2e_core", "e2e",
           "ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray"]
+# End to end: `dvc repro` of every stage in a fresh copy of the repo (new git repo, empty DVC cache, its own
+# DVC state: nothing hashed before), train = the raw data, test = its first file. "core": the targets the
+# first wave had (hf_bytes, verl, trl; LLaMA-Factory and ms-swift off), with the cache link type the repo
+# configures, or DVC's default (copy) for "e2e_copy"; "e2e": every target params.yaml enables.
+E2E = {"e2e_copy": ("core", "copy"), "e2e_core": ("core", None), "e2e": ("all", None)}
+OFF_IN_CORE = {"llamafactory": ["splits"], "swift": ["splits", "grpo_splits"]}
 # engine: ray (README, "Running on Ray"): the same stages as Ray tasks in a Ray the stage starts with
 # num_proc CPUs. "ray_startup" is the fixed cost of that: a fresh interpreter starting Ray as the stages
 # do and stopping it, no data. Measured only with --engines ray.
@@ -59,30 +65,32 @@ VARIANT_MAX_ROWS = 10_000
 OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train",
            "verl_resize": "data/verl/train",
            "trl": "data/trl/train", "tokenizer_load": None, "audit": "data/audit", "ray_startup": None,
-           "hf_bytes@ray": "data/hf_bytes_ray/train", "verl@ray": "data/verl/train", "trl@ray": "data/trl/train"}
-# The stage scripts' arguments (split, input, output), as dvc.yaml runs them.
-ARGS = {"hf_bytes": ["train", "data/hf_bytes/train"], "verl": ["train", "data/hf_bytes/train", "data/verl/train"],
-        "trl": ["train", "data/hf_bytes/train", "data/trl/train"]}
+           "hf_bytes@ray": "data/hf_bytes_ray/train", "verl@ray": "data/verl/train", "trl@ray": "data/trl/train",
+           **{e2e: None for e2e in E2E}}
 # audit compares train with test; here test is the same data as train (hf_bytes/test links to hf_bytes/train):
 # the worst case, every row contaminated, with the image pool's repeats as exact copies across rows.
 
 
-def sample_config(rows: int, pool: int):
+# Raw data profiles. "scan": 1-6 images a row (mean 3.5), ~20 KB mean "scan" images. "figure" (realistic
+# sizes, like journal figures): 1-3 images a row, ~80 KB mean, 1 PNG in 32 a 2-3 MB photo. Both: 64-1024 px
+# sides, JPEG and PNG alternating by row, only the image forms real data has, no bad rows; row groups of
+# 100 rows, as `datasets` writes image datasets; 5000 rows per file.
+PROFILES = {"scan": 6, "figure": 3}  # profile -> max images per row
+
+
+def sample_config(rows: int, pool: int, profile: str):
     from vlprep.sample import SampleConfig
 
-    # 1-6 images a row (mean 3.5), 64-1024 px sides, ~20 KB mean "scan" images (JPEG/PNG alternating by
-    # row). Only the image forms real data has, no bad rows; row groups of 100 rows, as `datasets` writes
-    # image datasets; 5000 rows (~350 MB) per file.
-    return SampleConfig(rows=rows, shards=max(2, rows // 5000), seed=0, max_images_per_row=6,
+    return SampleConfig(rows=rows, shards=max(2, rows // 5000), seed=0, max_images_per_row=PROFILES[profile],
                         min_image_size=64, max_image_size=1024, bad_rows=False,
-                        image_forms=("binary", "struct"), image_pool=pool, image_style="scan", row_group_size=100)
+                        image_forms=("binary", "struct"), image_pool=pool, image_style=profile, row_group_size=100)
 
 
-def ensure_raw(rows: int, pool: int) -> Path:
+def ensure_raw(rows: int, pool: int, profile: str) -> Path:
     from vlprep.sample import write_split
 
-    config = sample_config(rows, pool)
-    out = WORK / f"raw-{rows}"
+    config = sample_config(rows, pool, profile)
+    out = WORK / (f"raw-{rows}" if profile == "scan" else f"raw-{profile}-{rows}")
     meta = {**dataclasses.asdict(config), "image_forms": list(config.image_forms)}
     if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text())["config"] == meta:
         return out
@@ -176,11 +184,11 @@ def snapshot_code(ref: str | None) -> tuple[Path, str]:
     return code, digest.hexdigest()[:12]
 
 
-def measure(cmd: list[str], cwd: Path, code: Path) -> dict:
+def measure(cmd: list[str], cwd: Path, code: Path, env: dict | None = None) -> dict:
     result = cwd / "measure.json"
     os.sync()  # write-back still pending from an earlier measurement would slow this one's I/O
     # PYTHONPATH comes before the editable install's path entry: the stages import the snapshot's vlprep.
-    env = {**os.environ, "PYTHONPATH": str(code / "src")}
+    env = {**os.environ, "PYTHONPATH": str(code / "src"), **(env or {})}
     stdout = subprocess.run([sys.executable, __file__, "--measure", str(result), "--", *cmd], cwd=cwd, check=True,
                             stdout=subprocess.PIPE, text=True, env=env).stdout
     m = {k: round(v, 2) for k, v in json.loads(result.read_text()).items()}
@@ -189,6 +197,14 @@ def measure(cmd: list[str], cwd: Path, code: Path) -> dict:
     if stdout.strip().startswith("{"):  # the floor's own split of its time
         m.update(json.loads(stdout))
     return m
+
+
+def stage_cmd(code: Path, stage: str, split: str = "train") -> list[str]:
+    """The command dvc.yaml runs for stage@split, with the script from the code snapshot; without the
+    selection file (stage select's output), which the scratch project has no stage to write."""
+    body = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    cmd = body.get("do", body)["cmd"].replace("${key}", split).replace("${item}", split).split()
+    return [sys.executable, str(code / cmd[1]), *(a for a in cmd[2:] if not a.startswith("data/select/"))]
 
 
 def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
@@ -204,6 +220,62 @@ def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
     params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(tokenizer)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return proj
+
+
+def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_type: str | None) -> Path:
+    """A fresh copy of the repo (dvc.yaml, params.yaml, .dvc/config, the code snapshot) as a new git repo,
+    reading the raw data in place, with an empty DVC cache and DVC state of its own, so nothing is hashed
+    or cached before `dvc repro` runs."""
+    proj = WORK / "e2e"
+    shutil.rmtree(proj, ignore_errors=True)
+    (proj / ".dvc").mkdir(parents=True)
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
+        if (REPO / name).is_file():
+            shutil.copy(REPO / name, proj / name)
+    for d in ("src", "stages"):
+        shutil.copytree(code / d, proj / d)
+    shutil.copytree(REPO / "metrics", proj / "metrics")  # in git: summary reads a switched-off target's dir
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    train, test = raw / "train", sorted((raw / "train").glob("*.parquet"))[0]
+    params["inputs"] = params["input_data"] = {"train": str(train), "test": str(test)}
+    for stage in ("hf_bytes", "verl", "trl", "llamafactory", "swift", "audit"):
+        params[stage]["num_proc"] = num_proc
+    if targets == "core":
+        for stage, keys in OFF_IN_CORE.items():
+            params[stage].update({k: [] for k in keys})
+    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    dvc = [str(Path(sys.executable).parent / "dvc")]
+    subprocess.run([*dvc, "config", "--local", "core.site_cache_dir", str(proj / ".dvc-site")], cwd=proj, check=True)
+    if cache_type:
+        subprocess.run([*dvc, "config", "--local", "cache.type", cache_type], cwd=proj, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench"], cwd=proj, check=True)
+    return proj
+
+
+def measure_e2e(proj: Path, code: Path) -> dict:
+    """`dvc repro` in proj: wall, CPU, RSS; the stage processes' own wall times (benchmarks/hooks) and
+    the rest, DVC's share; then how long a no-op `dvc status` takes and the disk used."""
+    times = proj / "stage_times.jsonl"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "VLPREP_BENCH_TIMES": str(times),
+           "PYTHONPATH": f"{code / 'src'}:{REPO / 'benchmarks' / 'hooks'}"}
+    m = measure([f"{bin_dir}/dvc", "repro", "--quiet"], proj, code, env)
+    stages = [json.loads(line) for line in times.read_text().splitlines()]
+    m["stages_s"] = round(sum(t["wall_s"] for t in stages), 2)
+    m["dvc_s"] = round(m["wall_s"] - m["stages_s"], 2)
+    m["stage_walls"] = {" ".join(Path(a).stem if i == 0 else a for i, a in enumerate(t["argv"][:2])): round(t["wall_s"], 2)
+                        for t in stages}
+    t = time.perf_counter()
+    status = subprocess.run([f"{bin_dir}/dvc", "status", "--quiet"], cwd=proj, env={**os.environ, **env})
+    m["status_s"], m["status_clean"] = round(time.perf_counter() - t, 2), status.returncode == 0
+    # du counts a hard-linked file once: workspace and cache together are what the disk holds.
+    du_mb = subprocess.run(["du", "-smc", "data", ".dvc/cache"], cwd=proj, capture_output=True, text=True).stdout
+    m["disk_mb"] = int(du_mb.split()[-2])
+    m["data_mb"] = round(du(proj / "data") / 1e6)
+    return m
 
 
 def set_stage_params(proj: Path, stage: str, overrides: dict) -> None:
@@ -236,14 +308,18 @@ def main() -> None:
                     help="ray adds ray_startup and hf_bytes/verl/trl@ray (needs the ray extra)")
     # 4096: a 1 MB parquet page (what zstd sees at once) holds ~1% repeated image bytes.
     ap.add_argument("--image-pool", type=int, default=4096, help="distinct images the rows draw from")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
+    ap.add_argument("--profile", choices=PROFILES, default="scan", help="raw data: image sizes (see PROFILES)")
+    ap.add_argument("--out", type=Path, help="default: benchmarks/results.json (scan), results-<profile>.json")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is kept")
     ap.add_argument("--code", metavar="GIT_REF", help="measure src/ and stages/ of this commit; default: the work tree")
+    ap.add_argument("--free-raw", action="store_true",
+                    help="delete each N's raw data once floor and hf_bytes are measured (disk: 100k figure rows are 16 GB)")
     ap.add_argument("--fresh", action="store_true", help="drop earlier results from --out instead of merging")
     args = ap.parse_args()
     if "ray" in args.engines:
         args.stages = [*args.stages, *(s for s in RAY_STAGES if s not in args.stages)]
         os.environ.pop("RAY_ADDRESS", None)
+    args.out = args.out or REPO / "benchmarks" / ("results.json" if args.profile == "scan" else f"results-{args.profile}.json")
     code, code_id = snapshot_code(args.code)
     print(f"measuring code {code_id} ({args.code or 'work tree'}) from {code}", file=sys.stderr)
     tokenizer = WORK / "tokenizer"
@@ -251,7 +327,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "vlprep.qwen_tokenizer", str(tokenizer)], check=True)
     runs, raws = [], {}
     for n in args.rows:
-        raw = ensure_raw(n, args.image_pool)
+        raw = ensure_raw(n, args.image_pool, args.profile)
         raws[n] = json.loads((raw / "meta.json").read_text())
         in_bytes = raws[n]["bytes"]
         subprocess.run(["cat", *map(str, (raw / "train").glob("*.parquet"))], stdout=subprocess.DEVNULL)  # warm cache
@@ -263,7 +339,7 @@ def main() -> None:
                 if stage in VARIANTS and n > VARIANT_MAX_ROWS:
                     continue
                 if stage in ("verl", "trl", "audit", *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
-                    measure([sys.executable, str(code / "stages" / "hf_bytes.py"), *ARGS["hf_bytes"]], proj, code)  # their input
+                    measure(stage_cmd(code, "hf_bytes"), proj, code)  # their input
                 if stage == "audit" and not (proj / "data/hf_bytes/test").exists():
                     (proj / "data/hf_bytes/test").symlink_to("train")
                 if stage == "floor":
@@ -273,19 +349,22 @@ def main() -> None:
                 elif stage in RAY_STAGES:
                     script = stage.split("@")[0]
                     set_stage_params(proj, script, {"engine": "ray"})
-                    args_ = ARGS[script] if script != "hf_bytes" else ["train", OUTPUTS[stage]]
-                    cmd = [sys.executable, str(code / "stages" / f"{script}.py"), *args_]
+                    cmd = stage_cmd(code, script)
+                    if script == "hf_bytes":  # beside the local engine's, which verl and trl read
+                        cmd[-1] = OUTPUTS[stage]
+                elif stage in E2E:
+                    cmd = None
                 elif stage == "tokenizer_load":
                     cmd = [sys.executable, "-c", TOKENIZER_LOAD, str(tokenizer)]
                 elif stage == "audit":
                     params = yaml.safe_load((proj / "params.yaml").read_text())
                     params["audit"]["num_proc"] = num_proc
                     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-                    cmd = [sys.executable, str(code / "stages" / "audit.py")]
+                    cmd = stage_cmd(code, "audit")
                 else:
                     script, overrides = VARIANTS.get(stage, (stage, {}))
                     set_stage_params(proj, script, overrides)
-                    cmd = [sys.executable, str(code / "stages" / f"{script}.py"), *ARGS[script]]
+                    cmd = stage_cmd(code, script)
                 out = proj / (OUTPUTS[stage] or "no-output")
                 # Wall time varies by up to ~1.6x between identical runs here (other work on the machine,
                 # write-back of the output): --repeat keeps the run with the median wall time, lists all.
@@ -293,7 +372,12 @@ def main() -> None:
                 for _ in range(1 if stage in VARIANTS else args.repeat):
                     if stage != "hf_bytes" and out.exists():  # hf_bytes: verl/trl read it; it replaces itself
                         shutil.rmtree(out) if out.is_dir() else out.unlink()
-                    ms.append(measure(cmd, proj, code))
+                    if stage in E2E:
+                        e2e = make_e2e_project(raw, code, num_proc, *E2E[stage])
+                        ms.append(measure_e2e(e2e, code))
+                        shutil.rmtree(e2e)
+                    else:
+                        ms.append(measure(cmd, proj, code))
                 m = sorted(ms, key=lambda x: x["wall_s"])[len(ms) // 2]
                 m["wall_all"] = [x["wall_s"] for x in ms]
                 metrics = proj / "metrics" / VARIANTS.get(stage, (stage.split("@")[0],))[0] / "train.json"
@@ -305,6 +389,8 @@ def main() -> None:
                 print(f"{n:>7} np={num_proc} {stage:9} {m['wall_s']:8.2f} s", file=sys.stderr)
                 if stage != "hf_bytes" and out.exists():  # hf_bytes is the input of verl/trl
                     shutil.rmtree(out) if out.is_dir() else out.unlink()
+                if args.free_raw and stage == "hf_bytes" and not set(args.stages) & {"e2e", "e2e_core", "e2e_copy"}:
+                    shutil.rmtree(raw)  # later stages read hf_bytes; ensure_raw writes it again when needed
             shutil.rmtree(proj)
     # Keep earlier results for what this invocation did not measure, so a quick run and a 100k run add
     # up, if measured on the same data and code; results of other code are kept apart, for comparison.
@@ -325,7 +411,7 @@ def main() -> None:
 def report(runs: list[dict], raws: dict, out: Path, other_code: list[dict]) -> None:
     print(f"code {runs[0]['code']}" if runs else "no results")
     cols = ["rows", "num_proc", "stage", "wall_s", "cpu_s", "sys_s", "rows_per_s", "mb_per_s", "maxrss_mb", "tree_rss_mb",
-            "driver_rss_mb", "worker_rss_mb", "out_mb", "rows_out", "others_cpu_s"]
+            "driver_rss_mb", "worker_rss_mb", "dvc_s", "out_mb", "rows_out", "others_cpu_s"]
     print(" | ".join(f"{c:>11}" for c in cols) + " | wall of each repeat")
     for r in runs:
         print(" | ".join(f"{r.get(c, ''):>11}" for c in cols) + f" | {r.get('wall_all', '')}")
@@ -339,12 +425,18 @@ def report(runs: list[dict], raws: dict, out: Path, other_code: list[dict]) -> N
     ns = sorted({n for n, _, _ in get})
     print("\n-- stage time / floor time (same N)")
     for (n, p, s), r in get.items():
-        if s not in SINGLE_PROCESS and (n, 1, "floor") in get:
+        if s not in SINGLE_PROCESS and s not in E2E and (n, 1, "floor") in get:
             line(f"{s} N={n} np={p}", r["wall_s"] / get[(n, 1, "floor")]["wall_s"])
     print("\n-- (stage time - tokenizer_load) / floor time: the part that grows with the data, for the stages that load it")
     for (n, p, s), r in get.items():
         if s in ("verl", "trl") and (n, 1, "floor") in get and (n, 1, "tokenizer_load") in get:
             line(f"{s} N={n} np={p}", (r["wall_s"] - get[(n, 1, "tokenizer_load")]["wall_s"]) / get[(n, 1, "floor")]["wall_s"])
+    print("\n-- end-to-end `dvc repro` / floor time, and DVC's share of it (its wall time minus the stage processes')")
+    for (n, p, s), r in get.items():
+        if s in E2E and (n, 1, "floor") in get:
+            floor = get[(n, 1, "floor")]["wall_s"]
+            line(f"{s} N={n} np={p}: dvc repro / floor", r["wall_s"] / floor)
+            line(f"{s} N={n} np={p}: DVC's share / floor", r["dvc_s"] / floor)
     print("\n-- num_proc=2: wall speedup over num_proc=1, and CPU seconds used relative to num_proc=1")
     for (n, p, s), r in get.items():
         if p == 1 and (n, 2, s) in get:

@@ -66,6 +66,13 @@ def scratch_repo(repro_repo, tmp_path) -> Path:
     return dest
 
 
+@pytest.fixture
+def committed_repo(scratch_repo):
+    """The repro'd copy with its outputs' dvc.lock committed: a baseline for experiments and clones."""
+    git_commit_all(scratch_repo, "repro")
+    return scratch_repo
+
+
 def set_params(repo: Path, **dotted) -> None:
     """Edit params.yaml in a test copy: set_params(repo, **{"hf_bytes.num_proc": 2})."""
     import yaml

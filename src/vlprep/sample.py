@@ -48,6 +48,8 @@ class SampleConfig:
     # "gradient": the sample's images. "scan": a smooth random field (blurry, like a scan): RGB JPEGs and
     # 16-grey-level PNGs, ~20 KB mean at 64-1024 px sides and, like real images, incompressible, where
     # the periodic gradient's bytes compress 2x (skewing parquet sizes and any zstd write).
+    # "figure": sized like journal figures (~80 KB mean): detailed RGB JPEGs, grey PNG diagrams, and 1 PNG
+    # in 32 a photo saved as PNG (RGB, 768-1024 px, 2-3 MB), the outliers that show per-byte costs.
     image_style: str = "gradient"
     row_group_size: int = 16
 
@@ -56,6 +58,8 @@ def make_image(rng: np.random.Generator, config: SampleConfig, fmt: str) -> byte
     w, h = rng.integers(config.min_image_size, config.max_image_size + 1, size=2)
     if config.image_style == "scan":
         return _scan_image(rng, int(w), int(h), fmt)
+    if config.image_style == "figure":
+        return _figure_image(rng, int(w), int(h), fmt)
     # A smooth gradient plus noise: compresses like a real scan, not like flat colour.
     y, x = np.mgrid[0:h, 0:w]
     base = (x * rng.uniform(0.5, 2) + y * rng.uniform(0.5, 2)) % 256
@@ -70,14 +74,33 @@ def make_image(rng: np.random.Generator, config: SampleConfig, fmt: str) -> byte
 
 def _scan_image(rng: np.random.Generator, w: int, h: int, fmt: str) -> bytes:
     mode = "RGB" if fmt == "JPEG" else "L"
-    low = rng.integers(0, 256, size=(int(rng.integers(4, 17)), int(rng.integers(4, 17)), len(mode)), dtype=np.uint8)
-    smooth = np.asarray(Image.fromarray(low.squeeze(-1) if mode == "L" else low, mode).resize((w, h), Image.Resampling.BICUBIC))
+    smooth = _smooth_field(rng, w, h, mode)
     buf = io.BytesIO()
     if fmt == "JPEG":
         noisy = np.clip(smooth + rng.normal(0, 1, size=smooth.shape), 0, 255).astype(np.uint8)
         Image.fromarray(noisy, mode).save(buf, format="JPEG", quality=85)
     else:
         Image.fromarray(smooth // 16 * 16, mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _smooth_field(rng: np.random.Generator, w: int, h: int, mode: str) -> np.ndarray:
+    low = rng.integers(0, 256, size=(int(rng.integers(4, 17)), int(rng.integers(4, 17)), len(mode)), dtype=np.uint8)
+    return np.asarray(Image.fromarray(low.squeeze(-1) if mode == "L" else low, mode).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def _figure_image(rng: np.random.Generator, w: int, h: int, fmt: str) -> bytes:
+    photo_png = fmt == "PNG" and rng.random() < 1 / 32
+    if photo_png:
+        w, h = (int(s) for s in rng.integers(768, 1025, size=2))
+    mode = "L" if fmt == "PNG" and not photo_png else "RGB"
+    smooth = _smooth_field(rng, w, h, mode)
+    buf = io.BytesIO()
+    if mode == "L":  # a diagram: few grey levels, compresses well
+        Image.fromarray(smooth // 16 * 16, mode).save(buf, format="PNG")
+    else:  # detail noise: what makes real photos' encoded bytes large
+        noisy = np.clip(smooth + rng.normal(0, 8, size=smooth.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy, mode).save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return buf.getvalue()
 
 
