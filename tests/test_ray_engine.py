@@ -147,7 +147,7 @@ def test_a_killed_worker_is_retried_and_the_output_is_the_same(tokenizer, local_
     adversarial_project(tmp_path, tokenizer, **engine("ray"))
     for stage in ("hf_bytes", "select"):
         run(stage_argv(stage, "train"), tmp_path, env={"RAY_ADDRESS": ""})
-    marker = tmp_path.parent / "stalled"
+    marker = tmp_path.parent / f"stalled-{tmp_path.name}"  # one per test: the hook stalls only once
     proc = stalled_stage(tmp_path, marker)
     worker = int(marker.read_text())
     assert worker != proc.pid  # a Ray worker writes the part, not the stage's process
@@ -162,7 +162,7 @@ def test_an_interrupted_ray_stage_publishes_nothing(tokenizer, tmp_path):
     adversarial_project(tmp_path, tokenizer, **engine("ray"))
     for stage in ("hf_bytes", "select"):
         run(stage_argv(stage, "train"), tmp_path, env={"RAY_ADDRESS": ""})
-    proc = stalled_stage(tmp_path, tmp_path.parent / "stalled")
+    proc = stalled_stage(tmp_path, tmp_path.parent / f"stalled-{tmp_path.name}")
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
