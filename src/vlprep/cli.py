@@ -98,13 +98,15 @@ def show(split: str, target: str, n: int, root: Path) -> int:
         return 1
     row_fn = verl_preview_row if target == "verl" else trl_preview_row
     shown = 0
-    batches = (b for f in split_files(path) for b in pq.ParquetFile(f).iter_batches(batch_size=max(1, min(n, 64))))
+    files = [pq.ParquetFile(f) for f in split_files(path)]
+    total = sum(pf.metadata.num_rows for pf in files)
+    batches = (b for pf in files for b in pf.iter_batches(batch_size=max(1, min(n, 64))))
     for batch in batches:
         for row in batch.to_pylist():
             if shown == n:
                 break
             r = row_fn(shown, row)
-            print(f"=== {target} {split} row {shown} of {pf.metadata.num_rows}: {r.dataset_name} #{r.dataset_index}")
+            print(f"=== {target} {split} row {shown} of {total}: {r.dataset_name} #{r.dataset_index}")
             print(f"images ({len(r.images)}): " + ", ".join(image_summary(b) for b in r.images))
             print(f"question: {r.question}")
             print("options:")
