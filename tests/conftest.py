@@ -73,6 +73,20 @@ def committed_repo(scratch_repo):
     return scratch_repo
 
 
+def pushed_and_pulled(repo: Path, tmp_path: Path) -> Path:
+    """Push repo's data to a local remote, clone the repo and pull: the clone, checked to hold the same
+    files with nothing left for DVC to do."""
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], repo)
+    git_commit_all(repo, "remote")
+    run(["dvc", "push"], repo)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    assert md5_tree(clone / "data") == md5_tree(repo / "data")
+    assert "up to date" in run(["dvc", "status"], clone).stdout
+    return clone
+
+
 def set_params(repo: Path, **dotted) -> None:
     """Edit params.yaml in a test copy: set_params(repo, **{"hf_bytes.num_proc": 2})."""
     import yaml

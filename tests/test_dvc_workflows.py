@@ -6,7 +6,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import git_commit_all, md5_tree, run, set_params
+from conftest import git_commit_all, md5_tree, pushed_and_pulled, run, set_params
 
 # The trainer targets built from hf_bytes@train by default.
 TARGETS_TRAIN = {"verl@train", "trl@train", "llamafactory@train", "swift@train", "swift_grpo@train"}
@@ -102,15 +102,7 @@ def test_experiments_compare_params_and_metrics(committed_repo):
 
 
 def test_push_then_pull_in_a_fresh_clone_local_remote(committed_repo, tmp_path):
-    repo = committed_repo
-    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], repo)
-    git_commit_all(repo, "remote")
-    run(["dvc", "push"], repo)
-    clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
-    run(["dvc", "pull"], clone)
-    assert md5_tree(clone / "data") == md5_tree(repo / "data")
-    assert "up to date" in run(["dvc", "status"], clone).stdout
+    pushed_and_pulled(committed_repo, tmp_path)
 
 
 def test_older_versions_and_import_into_another_repo(committed_repo, tmp_path):
