@@ -1,23 +1,17 @@
 """Stage `audit`: contamination between two hf_bytes splits.
 usage: audit.py TRAIN_DIR TEST_DIR OUT_DIR  -> OUT_DIR/{pairs,flagged_train_rows}.parquet, metrics/audit/contamination.json"""
 import argparse
+from contextlib import ExitStack
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlprep.audit import audit
+from vlprep.audit import FLAGGED_SCHEMA, PAIRS_SCHEMA, AuditRun
 from vlprep.failures import stage_main
 from vlprep.metrics import write_json
 from vlprep.params import load_section
 from vlprep.sources import hf_dataset_files, plan_arrow_units
 from vlprep.writers import atomic_path
-
-
-def write_table(path: Path, table: pa.Table) -> None:
-    """Atomically; unlike writers.write_parquet, zero rows is a valid result here (nothing contaminated)."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", row_group_size=1 << 16, write_statistics=False)
 
 
 def main() -> None:
@@ -28,11 +22,18 @@ def main() -> None:
     args = ap.parse_args()
     p = load_section("audit")
     units = [plan_arrow_units(hf_dataset_files(d)) for d in (args.train, args.test)]
-    result = audit(*units, p, p.num_proc)
-    write_table(args.output / "pairs.parquet", result.pairs)
-    write_table(args.output / "flagged_train_rows.parquet", result.flagged)
-    write_json(Path("metrics/audit/contamination.json"), result.metrics)
-    m = result.metrics
+    run = AuditRun(p, p.num_proc)
+    # Each train block's pairs and flagged rows are written as it ends; published atomically, and zero
+    # rows is a valid result here (nothing contaminated), unlike writers.write_parquet.
+    with ExitStack() as stack:
+        writers = [stack.enter_context(pq.ParquetWriter(stack.enter_context(atomic_path(args.output / name)), schema,
+                                                        compression="zstd", write_statistics=False))
+                   for name, schema in (("pairs.parquet", PAIRS_SCHEMA), ("flagged_train_rows.parquet", FLAGGED_SCHEMA))]
+        for tables in run.blocks(*units):
+            for writer, table in zip(writers, tables):
+                writer.write_table(table, row_group_size=1 << 16)
+    write_json(Path("metrics/audit/contamination.json"), run.metrics)
+    m = run.metrics
     print(f"audit: train rows flagged vs test {m['train_vs_test']}, within train {m['within_train']}")
 
 

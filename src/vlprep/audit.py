@@ -22,19 +22,25 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import unicodedata
 import warnings
+from collections import Counter, OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
 from vlprep.executor import run_units
 from vlprep.metrics import StageStats
 from vlprep.params import AuditParams
 from vlprep.sources import Unit, read_unit
+from vlprep.writers import work_path
 
 KINDS = ("exact_image", "near_image", "near_item")
 HASH_BITS = 64  # imagehash with hash_size=8: an 8x8 bit matrix, stored as one uint64
@@ -329,14 +335,19 @@ def hash_unit(unit: Unit, config: AuditConfig) -> tuple[pa.Table, StageStats]:
             if not data:
                 stats.counts["images_unhashable"] += 1
                 continue
-            keys.append(content_key(data))
-            try:
-                hashes.append(perceptual_hash(data, config.image_hash))
-                hashed.append(True)
-            except ImageUnhashable:
+            key = content_key(data)
+            keys.append(key)
+            h = _recent_hashes.get((key, config.image_hash))
+            if h is None:
+                try:
+                    h = perceptual_hash(data, config.image_hash)
+                except ImageUnhashable:
+                    h = -1
+                _recent_hashes.put((key, config.image_hash), h)
+            if h < 0:
                 stats.counts["images_unhashable"] += 1
-                hashes.append(0)
-                hashed.append(False)
+            hashes.append(max(h, 0))
+            hashed.append(h >= 0)
         cols["row"].append(unit.first_row + i)
         cols["item_key"].append(item_key(questions[i], options[i]))
         for name, shingles in zip(("question_signature", "options_signature"),
@@ -351,6 +362,26 @@ def hash_unit(unit: Unit, config: AuditConfig) -> tuple[pa.Table, StageStats]:
     return pa.table(cols, schema=RECORD_SCHEMA), stats
 
 
+class _Recent:
+    """The last `size` results by key (a bounded LRU): medical VQA sets ask many questions about one
+    image (VQA-RAD, SLAKE, PathVQA: ~5-20 per image), and decoding is the audit's main cost."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key):
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self.items[key] = value
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
+_recent_hashes = _Recent(1 << 16)  # per process: ~100 bytes an entry
 _HASHERS: dict = {}
 
 
@@ -416,6 +447,7 @@ class TrainIndex:
     """Everything the audit keeps about train: fixed-size records and indexes over unique contents."""
 
     config: AuditConfig
+    first_row: int  # the index holds train rows first_row .. first_row + rows - 1 (one block)
     rows: int
     name_codes: np.ndarray  # int32 per row into names
     names: list
@@ -450,18 +482,20 @@ class TrainIndex:
         item_keys = cat("item_keys").astype("V16")
         signatures = np.concatenate([p.signatures for p in parts]) if parts else np.zeros((0, 2, config.num_perm), np.uint32)
         items = ExactGroups(item_keys, rows)
-        first = np.searchsorted(rows, items.first_row(np.arange(len(items))))  # rows are 0..n-1 in order
+        first = np.searchsorted(rows, items.first_row(np.arange(len(items))))  # rows are consecutive, in order
         item_signatures = signatures[first]
         bands = lsh_bands(config.near_item_threshold, config.num_perm)
         # Candidates come from the MinHash of question+options together (the elementwise min of the two
         # signatures is the MinHash of the union). The fields' shingles are disjoint, so the union's
         # Jaccard lies between the two fields' own: a pair with both >= threshold has the union >= it too.
         item_index = BandIndex(minhash_band_keys(item_signatures.min(axis=1), *bands))
-        return cls(config, len(rows), name_codes, uniq, cat("dataset_index").astype(np.int64), images, group_hash,
+        return cls(config, int(rows[0]) if len(rows) else 0, len(rows), name_codes, uniq, cat("dataset_index").astype(np.int64), images, group_hash,
                    image_index, hashed_groups, items, item_signatures, item_index, bands)
 
-    def name(self, row: int) -> str | None:
-        return self.names[self.name_codes[row]]
+    def identity(self, row: int) -> tuple[str | None, int | None]:
+        """(dataset_name, dataset_index) of a train row of this block."""
+        i = row - self.first_row
+        return self.names[self.name_codes[i]], _index_list(self.dataset_index[i : i + 1])[0]
 
     # Each matcher returns (train rows, query rows, similarity) for one kind.
 
@@ -506,6 +540,37 @@ class TrainIndex:
             "near_item": self.near_items(q.rows, q.item_keys, q.signatures),
         }
 
+    def earliest(self, q: Columns) -> dict[str, tuple]:
+        """Later train rows (q, a later block) against this block: per query image (image kinds) or row
+        (near_item), the earliest row of this block it matches, the most similar on ties, as
+        (query rows, earlier rows, similarity). What match_within finds inside a block, across blocks:
+        O(queries) however many rows of this block share an image."""
+        g = self.images.lookup(q.image_keys)
+        hit = np.flatnonzero(g >= 0)
+        exact = (q.image_rows[hit], self.images.first_row(g[hit]), np.ones(len(hit)))
+
+        sel = np.flatnonzero(q.image_hashed)
+        best = _Earliest(len(sel))
+        for qi, ti in self.image_index.candidates(hamming_band_keys(q.image_hashes[sel], self.config.near_image_max_distance)):
+            groups = self.image_index_groups[ti]
+            dist = hamming(q.image_hashes[sel][qi], self.image_hash_of_group[groups])
+            ok = (dist <= self.config.near_image_max_distance) & (self.images.keys[groups] != q.image_keys[sel][qi])
+            best.offer(qi[ok], self.images.first_row(groups[ok]), 1.0 - dist[ok] / HASH_BITS)
+        found, earlier, sim = best.result()
+        near_image = (q.image_rows[sel][found], earlier, sim)
+
+        g = self.items.lookup(q.item_keys)
+        best = _Earliest(len(q.rows))
+        best.offer(np.flatnonzero(g >= 0), self.items.first_row(g[g >= 0]), np.ones(int((g >= 0).sum())))
+        qk = minhash_band_keys(q.signatures.min(axis=1), *self.item_bands)
+        for qi, ti in self.item_index.candidates(qk, budget=1 << 16):
+            qi, ti = _unique_pairs(qi, ti)
+            sim = item_similarity(q.signatures[qi], self.item_signatures[ti])
+            ok = sim >= self.config.near_item_threshold
+            best.offer(qi[ok], self.items.first_row(ti[ok]), sim[ok])
+        found, earlier, sim = best.result()
+        return {"exact_image": exact, "near_image": near_image, "near_item": (q.rows[found], earlier, sim)}
+
     def match_within(self) -> dict[str, tuple]:
         """Train against itself, per unique image / item (each group is queried once): for each row,
         (row, an earlier row it matches, similarity); only a group's first row stands for it as the
@@ -533,31 +598,45 @@ class TrainIndex:
         """For each group, the earliest row of another group near it (the most similar on ties): kept per
         group as the candidates stream by, so the work after the check and the output are O(rows) however
         many near pairs a dense cluster has. Then each of the group's rows later than that row."""
-        none = np.iinfo(np.int64).max
-        best, best_sim = np.full(len(groups), none, dtype=np.int64), np.zeros(len(groups))
+        best = _Earliest(len(groups))
         last_row = groups.rows[groups.offsets[1:] - 1]
         for qi, ti in index.candidates(keys, budget=budget):
             gq, gt = index_groups[qi], index_groups[ti]
             earlier = groups.first_row(gt)
             # only a row earlier than one of gq's rows, and not later than gq's best so far, can matter
-            keep = (gq != gt) & (earlier < last_row[gq]) & (earlier <= best[gq])
+            keep = (gq != gt) & (earlier < last_row[gq]) & (earlier <= best.row[gq])
             gq, gt, earlier = gq[keep], gt[keep], earlier[keep]
             if dedupe:  # a costly similarity: compute it once per pair, not once per shared band
                 gq, gt = _unique_pairs(gq, gt)
                 earlier = groups.first_row(gt)
             sim = similarity(gq, gt)
             ok = sim >= min_sim - 1e-12
-            gq, earlier, sim = gq[ok], earlier[ok], sim[ok]
-            order = np.lexsort((-sim, earlier, gq))
-            gq, earlier, sim = gq[order], earlier[order], sim[order]
-            first = np.r_[True, gq[1:] != gq[:-1]] if len(gq) else np.zeros(0, dtype=bool)
-            gq, earlier, sim = gq[first], earlier[first], sim[first]
-            better = (earlier < best[gq]) | ((earlier == best[gq]) & (sim > best_sim[gq]))
-            best[gq[better]], best_sim[gq[better]] = earlier[better], sim[better]
-        found = np.flatnonzero(best != none)
-        rows, earlier, sim = groups.expand(found, best[found], best_sim[found])
+            best.offer(gq[ok], earlier[ok], sim[ok])
+        rows, earlier, sim = groups.expand(*best.result())
         keep = earlier < rows
         return rows[keep], earlier[keep], sim[keep]
+
+
+class _Earliest:
+    """Per query, the earliest row offered (the most similar on ties), over any number of offers."""
+
+    NONE = np.iinfo(np.int64).max
+
+    def __init__(self, n: int):
+        self.row = np.full(n, self.NONE, dtype=np.int64)
+        self.sim = np.zeros(n)
+
+    def offer(self, query: np.ndarray, row: np.ndarray, sim: np.ndarray) -> None:
+        order = np.lexsort((-sim, row, query))
+        query, row, sim = query[order], row[order], sim[order]
+        first = np.r_[True, query[1:] != query[:-1]] if len(query) else np.zeros(0, dtype=bool)
+        query, row, sim = query[first], row[first], sim[first]
+        better = (row < self.row[query]) | ((row == self.row[query]) & (sim > self.sim[query]))
+        self.row[query[better]], self.sim[query[better]] = row[better], sim[better]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        found = np.flatnonzero(self.row != self.NONE)
+        return found, self.row[found], self.sim[found]
 
 
 def _unique_pairs(qi: np.ndarray, ti: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -581,8 +660,9 @@ def _concat3(parts):
 
 def row_pairs(matches: dict[str, tuple], within: bool) -> dict[str, np.ndarray]:
     """Image/item matches -> one entry per (train row, other row, kind) with the best similarity.
-    A row pair sharing an exact image is not also listed as near_image. Within train, only pairs with
-    an earlier row count, and each row keeps one pair per kind: its earliest earlier match."""
+    Against test, a row pair sharing an exact image is not also listed as near_image. Within train, only
+    pairs with an earlier row count, and each row keeps one pair per kind: its earliest earlier match of
+    that kind (so a row can name one earlier row for two kinds: what holds for any split into blocks)."""
     out = {"train": [], "other": [], "kind": [], "sim": []}
     exact_keys = None
     for k, kind in enumerate(KINDS):
@@ -595,7 +675,7 @@ def row_pairs(matches: dict[str, tuple], within: bool) -> dict[str, np.ndarray]:
         train, other, sim, pair = train[first], other[first], sim[first], pair[first]
         if kind == "exact_image":
             exact_keys = pair
-        elif kind == "near_image" and exact_keys is not None:
+        elif kind == "near_image" and exact_keys is not None and not within:
             keep = ~np.isin(pair, exact_keys)
             train, other, sim = train[keep], other[keep], sim[keep]
         if within:  # earliest earlier row per train row
@@ -634,55 +714,149 @@ class AuditResult:
     pairs: pa.Table
     flagged: pa.Table
     metrics: dict
-    index: TrainIndex = field(repr=False, default=None)
+    index: TrainIndex = field(repr=False, default=None)  # the last block's
 
 
 def audit(train_units: list[Unit], test_units: list[Unit], config: AuditConfig, num_proc: int = 1) -> AuditResult:
-    """Hash train into the index, match train against itself, stream test against it."""
-    train_stats, test_stats = StageStats(), StageStats()
-    parts = [Columns.of(t, config.num_perm) for t in run_units(partial(hash_unit, config=config), train_units, num_proc, train_stats)]
-    index = TrainIndex.build(parts, config)
-    del parts
-    within = row_pairs(index.match_within(), within=True)
+    """The whole audit in memory (tests, small data): AuditRun's blocks concatenated."""
+    run = AuditRun(config, num_proc)
+    blocks = list(run.blocks(train_units, test_units))
+    tables = [pa.concat_tables([b[i] for b in blocks]) if blocks else schema.empty_table()
+              for i, schema in enumerate((PAIRS_SCHEMA, FLAGGED_SCHEMA))]
+    return AuditResult(*tables, run.metrics, run.index)
 
-    # Test streams by; what is kept is at most max_pairs_per_row pairs per train row and kind, reduced
-    # after every unit, so memory stays bounded even when one image is in every row of both splits.
-    vs_test = _empty_pairs()
-    test_names, test_matched, pairs_found = {}, [], 0
-    for t in run_units(partial(hash_unit, config=config), test_units, num_proc, test_stats):
-        q = Columns.of(t, config.num_perm)
-        found = row_pairs(index.match(q), within=False)
-        pairs_found += len(found["train"])
-        test_matched.append(np.unique(found["other"]))
-        vs_test = _best_pairs({k: np.concatenate([vs_test[k], found[k]]) for k in vs_test}, config.max_pairs_per_row)
-        for r in np.unique(found["other"]).tolist():
-            i = r - int(q.rows[0])
-            test_names[r] = (q.names[i].as_py(), _index_list(q.dataset_index[i : i + 1])[0])
-        kept = set(np.unique(vs_test["other"]).tolist())
-        test_names = {r: v for r, v in test_names.items() if r in kept}
 
-    pairs = _pairs_table(index, vs_test, within, test_names)
-    flagged = _flagged_table(index, vs_test, within)
-    metrics = {
-        # num_proc never changes the result; drop_train_contaminated is for stage select, not the audit
-        "params": config.model_dump(exclude={"num_proc", "drop_train_contaminated"}),
-        "lsh_bands": {"bands": index.item_bands[0], "rows": index.item_bands[1]},
-        "rows": {"train": train_stats.rows_in, "test": test_stats.rows_in},
-        "images": {"train": train_stats.counts["images"], "test": test_stats.counts["images"]},
-        "images_unhashable": train_stats.counts["images_unhashable"] + test_stats.counts["images_unhashable"],
-        "images_unhashable_by_split": {"train": train_stats.counts["images_unhashable"],
-                                       "test": test_stats.counts["images_unhashable"]},
-        "train_vs_test": {**_counts(vs_test), "pairs_found": pairs_found,
-                          "test_rows_matched": int(sum(len(m) for m in test_matched))},
-        "within_train": _counts(within),
-        "total": {
-            "train_rows_flagged": flagged.num_rows,
-            "train_rows_flagged_vs_test": len(np.unique(vs_test["train"])),
-            "train_rows_flagged_within_train": len(np.unique(within["train"])),
-            "pairs": pairs.num_rows,
-        },
-    }
-    return AuditResult(pairs, flagged, metrics, index)
+class AuditRun:
+    """The audit in bounded memory, whatever the number of rows.
+
+    First every row of both splits is hashed once (in num_proc processes) into its small record, and the
+    records go to a file in the work area, one row group per unit. Then train is taken in blocks of about
+    `index_rows` rows, in row order; for each block only that block's index is in memory:
+    - within train: the block against itself, then its rows against each earlier block's index (rebuilt
+      from the records file), keeping per row and kind the earliest match;
+    - train vs test: the test records stream against the block's index.
+    Every pair names a train row of the block, so the block's pairs and flagged rows are final when it
+    ends: `blocks()` yields them (in row order) and keeps nothing of them. Blocks cost time, not results:
+    the outputs are the same for any index_rows."""
+
+    def __init__(self, config: AuditConfig, num_proc: int = 1):
+        self.config, self.num_proc = config, num_proc
+        self.metrics: dict = {}
+        self.index: TrainIndex | None = None
+
+    def blocks(self, train_units: list[Unit], test_units: list[Unit]) -> Iterator[tuple[pa.Table, pa.Table]]:
+        config = self.config
+        spill = work_path("audit-records")
+        spill.mkdir()
+        try:
+            train_file, test_file = spill / "train.parquet", spill / "test.parquet"
+            train_stats, test_stats = self._hash(train_units, train_file), self._hash(test_units, test_file)
+            blocks = _blocks(pq.ParquetFile(train_file).metadata, config.index_rows)
+            test_matched = np.zeros(test_stats.rows_in, dtype=bool)  # one byte per test row
+            totals = {"vs_test": Counter(), "within": Counter(), "flagged": 0, "pairs": 0, "pairs_found": 0}
+            for j, block in enumerate(blocks):
+                self.index = index = TrainIndex.build(list(_read_records(train_file, block, config)), config)
+                within, earlier_names = self._within(index, train_file, block, blocks[:j])
+                vs_test, test_names, found = self._vs_test(index, test_file, test_matched)
+                pairs = _pairs_table(index, vs_test, within, test_names, earlier_names)
+                flagged = _flagged_table(index, vs_test, within)
+                totals["vs_test"].update(_counts(vs_test))
+                totals["within"].update(_counts(within))
+                totals["flagged"] += flagged.num_rows
+                totals["pairs"] += pairs.num_rows
+                totals["pairs_found"] += found
+                yield pairs, flagged
+        finally:
+            shutil.rmtree(spill, ignore_errors=True)
+        keys = [*KINDS, "any", "pairs"]
+        self.metrics = {
+            # neither num_proc nor index_rows changes the result; drop_train_contaminated is for stage select
+            "params": config.model_dump(exclude={"num_proc", "index_rows", "drop_train_contaminated"}),
+            "lsh_bands": dict(zip(("bands", "rows"), lsh_bands(config.near_item_threshold, config.num_perm))),
+            "rows": {"train": train_stats.rows_in, "test": test_stats.rows_in},
+            "images": {"train": train_stats.counts["images"], "test": test_stats.counts["images"]},
+            "images_unhashable": train_stats.counts["images_unhashable"] + test_stats.counts["images_unhashable"],
+            "images_unhashable_by_split": {"train": train_stats.counts["images_unhashable"],
+                                           "test": test_stats.counts["images_unhashable"]},
+            "train_vs_test": {**{k: totals["vs_test"][k] for k in keys}, "pairs_found": totals["pairs_found"],
+                              "test_rows_matched": int(test_matched.sum())},
+            "within_train": {k: totals["within"][k] for k in keys},
+            "total": {
+                "train_rows_flagged": totals["flagged"],
+                "train_rows_flagged_vs_test": totals["vs_test"]["any"],
+                "train_rows_flagged_within_train": totals["within"]["any"],
+                "pairs": totals["pairs"],
+            },
+        }
+
+    def _hash(self, units: list[Unit], path: Path) -> StageStats:
+        """Every unit's records into one file (a row group per unit), in unit order whatever num_proc."""
+        stats = StageStats()
+        with pq.ParquetWriter(path, RECORD_SCHEMA, compression="none") as writer:
+            for table in run_units(partial(hash_unit, config=self.config), units, self.num_proc, stats):
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+        return stats
+
+    def _within(self, index: TrainIndex, train_file: Path, block: list[int], earlier_blocks: list[list[int]]):
+        """Each row of the block with, per kind, its earliest earlier train row (row_pairs, within=True),
+        and the identities of those earlier rows that lie in earlier blocks."""
+        within = row_pairs(index.match_within(), within=True)
+        earlier_names: dict[int, tuple] = {}
+        for earlier_block in earlier_blocks:
+            earlier = TrainIndex.build(list(_read_records(train_file, earlier_block, self.config)), self.config)
+            for q in _read_records(train_file, block, self.config):
+                found = row_pairs(earlier.earliest(q), within=True)
+                earlier_names.update((r, earlier.identity(r)) for r in np.unique(found["other"]).tolist())
+                within = _earliest_pairs(found, within)
+            kept = set(within["other"].tolist())
+            earlier_names = {r: v for r, v in earlier_names.items() if r in kept}
+        return within, earlier_names
+
+    def _vs_test(self, index: TrainIndex, test_file: Path, test_matched: np.ndarray):
+        """Test streams by the block's index; kept is at most max_pairs_per_row pairs per train row and
+        kind, reduced after every unit, so memory stays bounded even when one image is in every row of
+        both splits."""
+        vs_test, test_names, pairs_found = _empty_pairs(), {}, 0
+        for q in _read_records(test_file, None, self.config):
+            found = row_pairs(index.match(q), within=False)
+            pairs_found += len(found["train"])
+            test_matched[np.unique(found["other"])] = True
+            vs_test = _best_pairs({k: np.concatenate([vs_test[k], found[k]]) for k in vs_test},
+                                  self.config.max_pairs_per_row)
+            for r in np.unique(found["other"]).tolist():
+                i = r - int(q.rows[0])
+                test_names[r] = (q.names[i].as_py(), _index_list(q.dataset_index[i : i + 1])[0])
+            kept = set(np.unique(vs_test["other"]).tolist())
+            test_names = {r: v for r, v in test_names.items() if r in kept}
+        return vs_test, test_names, pairs_found
+
+
+def _blocks(metadata: pq.FileMetaData, index_rows: int) -> list[list[int]]:
+    """Consecutive row groups (units) of the train records, at least index_rows rows a block."""
+    blocks, rows = [[]], 0
+    for g in range(metadata.num_row_groups):
+        if rows >= index_rows:
+            blocks.append([])
+            rows = 0
+        blocks[-1].append(g)
+        rows += metadata.row_group(g).num_rows
+    return blocks if blocks[0] else []
+
+
+def _read_records(path: Path, row_groups: list[int] | None, config: AuditConfig) -> Iterator[Columns]:
+    """The records of some row groups (None: all) as Columns, one per unit, read as they are consumed."""
+    f = pq.ParquetFile(path)
+    groups = range(f.metadata.num_row_groups) if row_groups is None else row_groups
+    return (Columns.of(f.read_row_group(g), config.num_perm) for g in groups)
+def _earliest_pairs(a: dict, b: dict) -> dict:
+    """Two row_pairs(within=True) results merged: per (train row, kind) the earliest other row, the most
+    similar on ties."""
+    p = {k: np.concatenate([a[k], b[k]]) for k in a}
+    order = np.lexsort((-p["sim"], p["other"], p["kind"], p["train"]))
+    p = {k: v[order] for k, v in p.items()}
+    key = p["train"].astype(np.int64) * 8 + p["kind"]
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    return {k: v[first] for k, v in p.items()}
 
 
 def _counts(p: dict) -> dict:
@@ -708,7 +882,9 @@ def _best_pairs(p: dict, limit: int) -> dict:
     return {k: v[rank < limit] for k, v in p.items()}
 
 
-def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dict) -> pa.Table:
+def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dict, earlier_names: dict) -> pa.Table:
+    """One block's pairs, sorted by train row, other row, kind. The other row's identity comes from
+    test_names (test rows), the block's index or earlier_names (earlier train rows of earlier blocks)."""
     kinds = np.array([*KINDS, *(f"train_{k}" for k in KINDS)], dtype=object)
     train = np.concatenate([vs_test["train"], within["train"]]).astype(np.int64)
     other = np.concatenate([vs_test["other"], within["other"]]).astype(np.int64)
@@ -717,17 +893,15 @@ def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dic
     is_test = np.arange(len(train)) < len(vs_test["train"])
     order = np.lexsort((kind, other, train))
     train, other, kind, sim, is_test = train[order], other[order], kind[order], sim[order], is_test[order]
-    other_names, other_index = [], []
-    for o, t in zip(other.tolist(), is_test.tolist()):
-        name, di = test_names[o] if t else (index.name(o), _index_list(index.dataset_index[o : o + 1])[0])
-        other_names.append(name)
-        other_index.append(di)
+    others = [test_names[o] if t else earlier_names[o] if o < index.first_row else index.identity(o)
+              for o, t in zip(other.tolist(), is_test.tolist())]
+    trains = [index.identity(r) for r in train.tolist()]
     return pa.table({
-        "train_dataset_name": [index.name(r) for r in train.tolist()],
-        "train_dataset_index": _index_list(index.dataset_index[train]),
+        "train_dataset_name": [name for name, _ in trains],
+        "train_dataset_index": [i for _, i in trains],
         "train_row": train,
-        "test_dataset_name": other_names,
-        "test_dataset_index": other_index,
+        "test_dataset_name": [name for name, _ in others],
+        "test_dataset_index": [i for _, i in others],
         "test_row": other,
         "kind": kinds[kind].tolist(),
         "similarity": np.round(sim, 6),
@@ -735,15 +909,18 @@ def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dic
 
 
 def _flagged_table(index: TrainIndex, vs_test: dict, within: dict) -> pa.Table:
-    train = np.concatenate([vs_test["train"], within["train"]]).astype(np.int64)
+    """The block's train rows with any pair, and their kinds."""
+    train = np.concatenate([vs_test["train"], within["train"]]).astype(np.int64) - index.first_row
     kind = np.concatenate([vs_test["kind"], within["kind"] + len(KINDS)]).astype(np.int64)
     names = [*KINDS, *(f"train_{k}" for k in KINDS)]
     flags = np.zeros((index.rows, len(names)), dtype=bool)
     flags[train, kind] = True
-    rows = np.flatnonzero(flags.any(axis=1))
+    local = np.flatnonzero(flags.any(axis=1))
+    rows = (local + index.first_row).tolist()
+    ids = [index.identity(r) for r in rows]
     return pa.table({
-        "row": rows.astype(np.int64),
-        "dataset_name": [index.name(r) for r in rows.tolist()],
-        "dataset_index": _index_list(index.dataset_index[rows]),
-        "kinds": [[names[k] for k in np.flatnonzero(flags[r])] for r in rows.tolist()],
+        "row": pa.array(rows, pa.int64()),
+        "dataset_name": [name for name, _ in ids],
+        "dataset_index": [i for _, i in ids],
+        "kinds": [[names[k] for k in np.flatnonzero(flags[r])] for r in local.tolist()],
     }, schema=FLAGGED_SCHEMA)
