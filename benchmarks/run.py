@@ -37,7 +37,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / "work"
-STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit", "e2e_copy", "e2e_core", "e2e",
+STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit", "audit_decode_all",
+          "e2e_copy", "e2e_core", "e2e",
           "ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray"]
 # End to end: `dvc repro` of every stage in a fresh copy of the repo (new git repo, empty DVC cache, its own
 # DVC state: nothing hashed before), train = the raw data, test = its first file. "core": the targets the
@@ -61,10 +62,15 @@ SINGLE_PROCESS = ("floor", "tokenizer_load", "ray_startup")
 # image here, so it is measured once, at N <= VARIANT_MAX_ROWS only.
 VARIANTS = {"verl_resize": ("verl", {"resize_to_max_pixels": True, "max_pixels": 256 * 28 * 28})}
 VARIANT_MAX_ROWS = 10_000
+# The audit decodes each distinct image once per process (audit.hash_cache_images); this benchmark's rows
+# draw from a pool of images, so most uses are repeats. "audit_decode_all" turns the reuse off: the cost
+# on data whose images are all distinct.
+AUDIT_VARIANTS = {"audit": {}, "audit_decode_all": {"hash_cache_images": 0}}
 # Output each stage writes in the scratch project (deleted after measuring, to keep disk use bounded).
 OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "data/verl/train",
            "verl_resize": "data/verl/train",
-           "trl": "data/trl/train", "tokenizer_load": None, "audit": "data/audit", "ray_startup": None,
+           "trl": "data/trl/train", "tokenizer_load": None, "audit": "data/audit", "audit_decode_all": "data/audit",
+           "ray_startup": None,
            "hf_bytes@ray": "data/hf_bytes_ray/train", "verl@ray": "data/verl/train", "trl@ray": "data/trl/train",
            **{e2e: None for e2e in E2E}}
 # audit compares train with test; here test is the same data as train (hf_bytes/test links to hf_bytes/train):
@@ -72,7 +78,8 @@ OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "dat
 
 
 # Raw data profiles. "scan": 1-6 images a row (mean 3.5), ~20 KB mean "scan" images. "figure" (realistic
-# sizes, like journal figures): 1-3 images a row, ~80 KB mean, 1 PNG in 32 a 2-3 MB photo. Both: 64-1024 px
+# sizes, like journal figures): 1-3 images a row, ~80 KB mean, 1 PNG in 32 a 2-3 MB photo, and distinct
+# questions (scan: the sample's five questions in turn). Both: 64-1024 px
 # sides, JPEG and PNG alternating by row, only the image forms real data has, no bad rows; row groups of
 # 100 rows, as `datasets` writes image datasets; 5000 rows per file.
 PROFILES = {"scan": 6, "figure": 3}  # profile -> max images per row
@@ -83,7 +90,8 @@ def sample_config(rows: int, pool: int, profile: str):
 
     return SampleConfig(rows=rows, shards=max(2, rows // 5000), seed=0, max_images_per_row=PROFILES[profile],
                         min_image_size=64, max_image_size=1024, bad_rows=False,
-                        image_forms=("binary", "struct"), image_pool=pool, image_style=profile, row_group_size=100)
+                        image_forms=("binary", "struct"), image_pool=pool, image_style=profile, row_group_size=100,
+                        question_style="distinct" if profile == "figure" else "cycle")
 
 
 def ensure_raw(rows: int, pool: int, profile: str) -> Path:
@@ -282,7 +290,8 @@ def set_stage_params(proj: Path, stage: str, overrides: dict) -> None:
     """The stage's params as make_project wrote them, with `overrides` (a variant's) on top."""
     params = yaml.safe_load((proj / "params.yaml").read_text())
     repo_params = yaml.safe_load((REPO / "params.yaml").read_text())[stage]
-    for key in {"engine", *(k for _, changes in VARIANTS.values() for k in changes)} & set(repo_params):  # undo earlier variants
+    changed = {"engine", *(k for _, changes in VARIANTS.values() for k in changes), *(k for v in AUDIT_VARIANTS.values() for k in v)}
+    for key in changed & set(repo_params):  # undo earlier variants
         params[stage][key] = repo_params[key]
     params[stage].update(overrides)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -338,9 +347,9 @@ def main() -> None:
                     continue  # single-process: measured once per N, listed as num_proc 1
                 if stage in VARIANTS and n > VARIANT_MAX_ROWS:
                     continue
-                if stage in ("verl", "trl", "audit", *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
+                if stage in ("verl", "trl", *AUDIT_VARIANTS, *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
                     measure(stage_cmd(code, "hf_bytes"), proj, code)  # their input
-                if stage == "audit" and not (proj / "data/hf_bytes/test").exists():
+                if stage in AUDIT_VARIANTS and not (proj / "data/hf_bytes/test").exists():
                     (proj / "data/hf_bytes/test").symlink_to("train")
                 if stage == "floor":
                     cmd = [sys.executable, __file__, "--floor", str(raw / "train"), OUTPUTS["floor"]]
@@ -356,10 +365,8 @@ def main() -> None:
                     cmd = None
                 elif stage == "tokenizer_load":
                     cmd = [sys.executable, "-c", TOKENIZER_LOAD, str(tokenizer)]
-                elif stage == "audit":
-                    params = yaml.safe_load((proj / "params.yaml").read_text())
-                    params["audit"]["num_proc"] = num_proc
-                    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+                elif stage in AUDIT_VARIANTS:
+                    set_stage_params(proj, "audit", {"num_proc": num_proc, **AUDIT_VARIANTS[stage]})
                     cmd = stage_cmd(code, "audit")
                 else:
                     script, overrides = VARIANTS.get(stage, (stage, {}))

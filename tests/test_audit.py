@@ -346,3 +346,6 @@ def test_blocks_change_nothing_on_dense_duplicates(tmp_path):
         assert all(m[part][kind] > 0 for kind in ("exact_image", "near_image", "near_item")), m[part]
     for index_rows in (4, 13, 40):
         assert audit_outputs(run_audit(root, index_rows=index_rows, max_pairs_per_row=3)) == audit_outputs(whole)
+    # the perceptual hashes of repeated images, reused or computed again: the same results
+    assert audit_outputs(run_audit(root, index_rows=13, max_pairs_per_row=3, hash_cache_images=0)) == audit_outputs(whole)
+    assert audit_outputs(run_audit(root, index_rows=13, max_pairs_per_row=3, hash_cache_images=2)) == audit_outputs(whole)

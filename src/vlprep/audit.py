@@ -322,6 +322,7 @@ def hash_unit(unit: Unit, config: AuditConfig) -> tuple[pa.Table, StageStats]:
     """One hf_bytes unit -> one small record per row (what the index keeps), and counts."""
     table = read_unit(unit, COLUMNS)
     hasher = _hasher(config.num_perm, config.seed)
+    recent = _recent_hashes(config.hash_cache_images)
     stats = StageStats()
     cols = {name: [] for name in RECORD_SCHEMA.names}
     images = table.column("images").to_pylist()
@@ -337,13 +338,13 @@ def hash_unit(unit: Unit, config: AuditConfig) -> tuple[pa.Table, StageStats]:
                 continue
             key = content_key(data)
             keys.append(key)
-            h = _recent_hashes.get((key, config.image_hash))
+            h = recent.get((key, config.image_hash))
             if h is None:
                 try:
                     h = perceptual_hash(data, config.image_hash)
                 except ImageUnhashable:
                     h = -1
-                _recent_hashes.put((key, config.image_hash), h)
+                recent.put((key, config.image_hash), h)
             if h < 0:
                 stats.counts["images_unhashable"] += 1
             hashes.append(max(h, 0))
@@ -381,8 +382,15 @@ class _Recent:
             self.items.popitem(last=False)
 
 
-_recent_hashes = _Recent(1 << 16)  # per process: ~100 bytes an entry
+_RECENT: dict = {}
 _HASHERS: dict = {}
+
+
+def _recent_hashes(size: int) -> _Recent:
+    """This process's perceptual hashes of the last `size` distinct images (~100 bytes an entry)."""
+    if size not in _RECENT:
+        _RECENT[size] = _Recent(size)
+    return _RECENT[size]
 
 
 def _hasher(num_perm: int, seed: int) -> MinHasher:
@@ -770,8 +778,9 @@ class AuditRun:
             shutil.rmtree(spill, ignore_errors=True)
         keys = [*KINDS, "any", "pairs"]
         self.metrics = {
-            # neither num_proc nor index_rows changes the result; drop_train_contaminated is for stage select
-            "params": config.model_dump(exclude={"num_proc", "index_rows", "drop_train_contaminated"}),
+            # num_proc, index_rows, hash_cache_images never change the result; drop_train_contaminated is for select
+            "params": config.model_dump(exclude={"num_proc", "index_rows", "hash_cache_images",
+                                                "drop_train_contaminated"}),
             "lsh_bands": dict(zip(("bands", "rows"), lsh_bands(config.near_item_threshold, config.num_perm))),
             "rows": {"train": train_stats.rows_in, "test": test_stats.rows_in},
             "images": {"train": train_stats.counts["images"], "test": test_stats.counts["images"]},

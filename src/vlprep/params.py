@@ -210,6 +210,7 @@ class AuditParams(Section):
     max_pairs_per_row: PositiveInt  # pairs written per train row and kind (counts use all)
     num_proc: PositiveInt
     index_rows: PositiveInt  # train rows per in-memory index block (memory, not results)
+    hash_cache_images: NonNegativeInt  # perceptual hashes kept per process for repeated images (time, not results)
     # verl/trl train outputs leave out train rows matching a test row (stage select; not read by audit)
     drop_train_contaminated: bool
 

@@ -23,6 +23,11 @@ QUESTIONS = [
     "该影像最可能的诊断是什么？",
     "Which finding is visible — café-au-lait spots or erythema?",
 ]
+# 3,000 pronounceable made-up words (question_style "distinct"), the same on every machine.
+VOCABULARY = [a + b + c for a in ("ba", "ce", "di", "fo", "gu", "ha", "ke", "li", "mo", "nu", "pa", "re", "si",
+                                   "to", "vu") for b in ("ra", "le", "ni", "so", "tu", "va", "me", "ko", "pi", "du",
+                                                         "ga", "fe", "hi", "jo", "lu", "ma", "ne", "po", "qu", "ri")
+              for c in ("n", "s", "t", "l", "r", "m", "x", "k", "d", "th")]
 ANSWERS = ["Left ventricle", "Pneumothorax", "MRI T2", "肺炎", "Erythema", "Normal study", "CT with contrast"]
 
 # Bad rows, by position in a cycle over the rows of a shard: what the real data contains now and then.
@@ -52,6 +57,10 @@ class SampleConfig:
     # in 32 a photo saved as PNG (RGB, 768-1024 px, 2-3 MB), the outliers that show per-byte costs.
     image_style: str = "gradient"
     row_group_size: int = 16
+    # "cycle": the sample's few questions in turn, so items repeat every few rows. "distinct": 8-14 words
+    # drawn from a 3,000-word vocabulary, so items are distinct, as in most real data (a fixed duplicate
+    # rate, whatever the number of rows: what the audit benchmark needs).
+    question_style: str = "cycle"
 
 
 def make_image(rng: np.random.Generator, config: SampleConfig, fmt: str) -> bytes:
@@ -128,7 +137,8 @@ def make_item(rng: np.random.Generator, i: int, split: str, config: SampleConfig
             if pool is None
             else [pool[fmt][int(j)] for j in rng.integers(0, len(pool[fmt]), size=n_images)]
         ),
-        "question": QUESTIONS[i % len(QUESTIONS)],
+        "question": (QUESTIONS[i % len(QUESTIONS)] if config.question_style == "cycle"
+                     else " ".join(VOCABULARY[j] for j in rng.integers(0, len(VOCABULARY), int(rng.integers(8, 15))))),
         "options": options,
         "answer_label": label,
         "answer": options[label],
