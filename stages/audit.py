@@ -11,7 +11,7 @@ from vlprep.failures import stage_main
 from vlprep.metrics import write_json
 from vlprep.params import load_section
 from vlprep.sources import hf_dataset_files, plan_arrow_units
-from vlprep.writers import atomic_path
+from vlprep.writers import FixedRowGroups, atomic_path
 
 
 def main() -> None:
@@ -25,13 +25,17 @@ def main() -> None:
     run = AuditRun(p, p.num_proc)
     # Each train block's pairs and flagged rows are written as it ends; published atomically, and zero
     # rows is a valid result here (nothing contaminated), unlike writers.write_parquet.
+    # Row groups of a fixed size, whatever the blocks' sizes: the bytes do not depend on index_rows.
     with ExitStack() as stack:
-        writers = [stack.enter_context(pq.ParquetWriter(stack.enter_context(atomic_path(args.output / name)), schema,
-                                                        compression="zstd", write_statistics=False))
+        writers = [FixedRowGroups(stack.enter_context(pq.ParquetWriter(stack.enter_context(atomic_path(args.output / name)),
+                                                                       schema, compression="zstd", write_statistics=False)),
+                                  1 << 16)
                    for name, schema in (("pairs.parquet", PAIRS_SCHEMA), ("flagged_train_rows.parquet", FLAGGED_SCHEMA))]
         for tables in run.blocks(*units):
             for writer, table in zip(writers, tables):
-                writer.write_table(table, row_group_size=1 << 16)
+                writer.write(table)
+        for writer in writers:
+            writer.close()
     write_json(Path("metrics/audit/contamination.json"), run.metrics)
     m = run.metrics
     print(f"audit: train rows flagged vs test {m['train_vs_test']}, within train {m['within_train']}")

@@ -2,7 +2,7 @@
 
 Three kinds of match, each decided on small fixed-size records, never on stored images or texts:
 
-- `exact_image`: the same encoded image bytes (128-bit blake2b of the bytes);
+- `exact_image`: the same encoded image bytes (SHA-256 of the bytes, first 128 bits);
 - `near_image`: different bytes, perceptual hashes (imagehash pHash/dHash, 64 bits, of a cheaply
   decoded grayscale thumbnail) within `near_image_max_distance` bits: re-encoded, resized or
   recompressed copies;
@@ -40,12 +40,13 @@ from vlprep.executor import run_units
 from vlprep.metrics import StageStats
 from vlprep.params import AuditParams
 from vlprep.sources import Unit, read_unit
-from vlprep.writers import work_path
+from vlprep.writers import FixedRowGroups, work_path
 
 KINDS = ("exact_image", "near_image", "near_item")
 HASH_BITS = 64  # imagehash with hash_size=8: an 8x8 bit matrix, stored as one uint64
 THUMBNAIL = 64  # decode images to about this size (smaller side) before hashing
 COLUMNS = ["images", "question", "options", "dataset_name", "dataset_index"]
+RECORD_ROWS = 2048  # rows per row group of the records file (at most index_rows): what blocks and streamed matching take
 
 
 # The audit's settings: params.yaml `audit`, validated there.
@@ -59,8 +60,9 @@ class ImageUnhashable(Exception):
 
 
 def content_key(data: bytes) -> bytes:
-    """Exact identity of encoded image bytes: 128-bit blake2b."""
-    return hashlib.blake2b(data, digest_size=16).digest()
+    """Exact identity of encoded image bytes: SHA-256, first 128 bits (SHA-256 runs on the CPU's SHA
+    instructions where present: ~2x blake2b or md5 here, and this is the audit's cost per image byte)."""
+    return hashlib.sha256(data).digest()[:16]
 
 
 def thumbnail(data: bytes, size: int = THUMBNAIL) -> Image.Image:
@@ -402,8 +404,7 @@ def _hasher(num_perm: int, seed: int) -> MinHasher:
 NULL_INDEX = np.iinfo(np.int64).min  # a null dataset_index, in int64 arrays
 
 
-def _index_list(values: np.ndarray) -> list:
-    return [None if v == NULL_INDEX else v for v in values.tolist()]
+IDS_SCHEMA = pa.schema([("row", pa.int64()), ("dataset_name", pa.string()), ("dataset_index", pa.int64())])
 
 
 @dataclass
@@ -500,10 +501,14 @@ class TrainIndex:
         return cls(config, int(rows[0]) if len(rows) else 0, len(rows), name_codes, uniq, cat("dataset_index").astype(np.int64), images, group_hash,
                    image_index, hashed_groups, items, item_signatures, item_index, bands)
 
-    def identity(self, row: int) -> tuple[str | None, int | None]:
-        """(dataset_name, dataset_index) of a train row of this block."""
-        i = row - self.first_row
-        return self.names[self.name_codes[i]], _index_list(self.dataset_index[i : i + 1])[0]
+    def ids(self, rows: np.ndarray) -> pa.Table:
+        """IDS_SCHEMA rows (row, dataset_name, dataset_index) of train rows of this block."""
+        local = np.asarray(rows, dtype=np.int64) - self.first_row
+        codes = self.name_codes[local]
+        di = self.dataset_index[local]
+        return pa.table({"row": local + self.first_row,
+                         "dataset_name": pa.array(self.names[:-1], pa.string()).take(pa.array(codes, mask=codes < 0)),
+                         "dataset_index": pa.array(di, mask=di == NULL_INDEX)}, schema=IDS_SCHEMA)
 
     # Each matcher returns (train rows, query rows, similarity) for one kind.
 
@@ -738,7 +743,7 @@ class AuditRun:
     """The audit in bounded memory, whatever the number of rows.
 
     First every row of both splits is hashed once (in num_proc processes) into its small record, and the
-    records go to a file in the work area, one row group per unit. Then train is taken in blocks of about
+    records go to a file in the work area, in row groups of RECORD_ROWS. Then train is taken in blocks of about
     `index_rows` rows, in row order; for each block only that block's index is in memory:
     - within train: the block against itself, then its rows against each earlier block's index (rebuilt
       from the records file), keeping per row and kind the earliest match;
@@ -764,9 +769,11 @@ class AuditRun:
             totals = {"vs_test": Counter(), "within": Counter(), "flagged": 0, "pairs": 0, "pairs_found": 0}
             for j, block in enumerate(blocks):
                 self.index = index = TrainIndex.build(list(_read_records(train_file, block, config)), config)
-                within, earlier_names = self._within(index, train_file, block, blocks[:j])
-                vs_test, test_names, found = self._vs_test(index, test_file, test_matched)
-                pairs = _pairs_table(index, vs_test, within, test_names, earlier_names)
+                within = self._within(index, train_file, block, blocks[:j])
+                vs_test, found = self._vs_test(index, test_file, test_matched)
+                test_ids = _identities(test_file, vs_test["other"])
+                earlier_ids = _identities(train_file, within["other"][within["other"] < index.first_row])
+                pairs = _pairs_table(index, vs_test, within, test_ids, earlier_ids)
                 flagged = _flagged_table(index, vs_test, within)
                 totals["vs_test"].update(_counts(vs_test))
                 totals["within"].update(_counts(within))
@@ -799,49 +806,67 @@ class AuditRun:
         }
 
     def _hash(self, units: list[Unit], path: Path) -> StageStats:
-        """Every unit's records into one file (a row group per unit), in unit order whatever num_proc."""
+        """Every row's record into one file, in row order whatever num_proc, in row groups of RECORD_ROWS
+        (units are often ~100 rows: matching works on larger arrays, and reads fewer, larger groups)."""
         stats = StageStats()
         with pq.ParquetWriter(path, RECORD_SCHEMA, compression="none") as writer:
+            out = FixedRowGroups(writer, min(RECORD_ROWS, self.config.index_rows))
             for table in run_units(partial(hash_unit, config=self.config), units, self.num_proc, stats):
-                writer.write_table(table, row_group_size=max(1, table.num_rows))
+                out.write(table)
+            out.close()
         return stats
 
-    def _within(self, index: TrainIndex, train_file: Path, block: list[int], earlier_blocks: list[list[int]]):
-        """Each row of the block with, per kind, its earliest earlier train row (row_pairs, within=True),
-        and the identities of those earlier rows that lie in earlier blocks."""
+    def _within(self, index: TrainIndex, train_file: Path, block: list[int], earlier_blocks: list[list[int]]) -> dict:
+        """Each row of the block with, per kind, its earliest earlier train row (row_pairs, within=True)."""
         within = row_pairs(index.match_within(), within=True)
-        earlier_names: dict[int, tuple] = {}
         for earlier_block in earlier_blocks:
             earlier = TrainIndex.build(list(_read_records(train_file, earlier_block, self.config)), self.config)
-            for q in _read_records(train_file, block, self.config):
-                found = row_pairs(earlier.earliest(q), within=True)
-                earlier_names.update((r, earlier.identity(r)) for r in np.unique(found["other"]).tolist())
-                within = _earliest_pairs(found, within)
-            kept = set(within["other"].tolist())
-            earlier_names = {r: v for r, v in earlier_names.items() if r in kept}
-        return within, earlier_names
+            found = [row_pairs(earlier.earliest(q), within=True) for q in _read_records(train_file, block, self.config)]
+            found = {k: np.concatenate([f[k] for f in found]) for k in within}  # <= 3 a row of the block
+            within = _earliest_pairs(found, within)
+        return within
 
-    def _vs_test(self, index: TrainIndex, test_file: Path, test_matched: np.ndarray):
-        """Test streams by the block's index; kept is at most max_pairs_per_row pairs per train row and
-        kind, reduced after every unit, so memory stays bounded even when one image is in every row of
-        both splits."""
-        vs_test, test_names, pairs_found = _empty_pairs(), {}, 0
+    def _vs_test(self, index: TrainIndex, test_file: Path, test_matched: np.ndarray) -> tuple[dict, int]:
+        """Test streams by the block's index. Kept: at most max_pairs_per_row pairs per train row and kind,
+        so memory stays bounded even when one image is in every row of both splits. New pairs are reduced
+        into the kept ones in batches, once they outnumber them: each pair is sorted O(1) times, not once
+        per test unit."""
+        kept, pending, pairs_found = _empty_pairs(), [], 0
         for q in _read_records(test_file, None, self.config):
             found = row_pairs(index.match(q), within=False)
             pairs_found += len(found["train"])
-            test_matched[np.unique(found["other"])] = True
-            vs_test = _best_pairs({k: np.concatenate([vs_test[k], found[k]]) for k in vs_test},
-                                  self.config.max_pairs_per_row)
-            for r in np.unique(found["other"]).tolist():
-                i = r - int(q.rows[0])
-                test_names[r] = (q.names[i].as_py(), _index_list(q.dataset_index[i : i + 1])[0])
-            kept = set(np.unique(vs_test["other"]).tolist())
-            test_names = {r: v for r, v in test_names.items() if r in kept}
-        return vs_test, test_names, pairs_found
+            test_matched[found["other"]] = True
+            pending.append(found)
+            if sum(len(p["train"]) for p in pending) > max(1 << 18, len(kept["train"])):
+                kept = _best_pairs(_concat_pairs([kept, *pending]), self.config.max_pairs_per_row)
+                pending.clear()
+        return _best_pairs(_concat_pairs([kept, *pending]), self.config.max_pairs_per_row), pairs_found
+
+
+def _concat_pairs(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _identities(path: Path, rows: np.ndarray) -> pa.Table:
+    """IDS_SCHEMA rows of a records file for some rows, sorted by row, read from its small columns only."""
+    rows = np.unique(rows)
+    f = pq.ParquetFile(path)
+    found = []
+    for g in range(f.metadata.num_row_groups):
+        t = f.read_row_group(g, columns=IDS_SCHEMA.names)
+        take = np.flatnonzero(np.isin(t.column("row").to_numpy(), rows))
+        if len(take):
+            found.append(t.take(take))
+    return pa.concat_tables(found).cast(IDS_SCHEMA) if found else IDS_SCHEMA.empty_table()
+
+
+def _lookup(ids: pa.Table, rows: np.ndarray) -> np.ndarray:
+    """Positions of rows (all present) in an ids table sorted by row."""
+    return np.searchsorted(ids.column("row").to_numpy(), rows)
 
 
 def _blocks(metadata: pq.FileMetaData, index_rows: int) -> list[list[int]]:
-    """Consecutive row groups (units) of the train records, at least index_rows rows a block."""
+    """Consecutive row groups of the train records, at least index_rows rows a block."""
     blocks, rows = [[]], 0
     for g in range(metadata.num_row_groups):
         if rows >= index_rows:
@@ -891,9 +916,9 @@ def _best_pairs(p: dict, limit: int) -> dict:
     return {k: v[rank < limit] for k, v in p.items()}
 
 
-def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dict, earlier_names: dict) -> pa.Table:
+def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_ids: pa.Table, earlier_ids: pa.Table) -> pa.Table:
     """One block's pairs, sorted by train row, other row, kind. The other row's identity comes from
-    test_names (test rows), the block's index or earlier_names (earlier train rows of earlier blocks)."""
+    test_ids (test rows), earlier_ids (train rows of earlier blocks) or the block's index."""
     kinds = np.array([*KINDS, *(f"train_{k}" for k in KINDS)], dtype=object)
     train = np.concatenate([vs_test["train"], within["train"]]).astype(np.int64)
     other = np.concatenate([vs_test["other"], within["other"]]).astype(np.int64)
@@ -902,15 +927,21 @@ def _pairs_table(index: TrainIndex, vs_test: dict, within: dict, test_names: dic
     is_test = np.arange(len(train)) < len(vs_test["train"])
     order = np.lexsort((kind, other, train))
     train, other, kind, sim, is_test = train[order], other[order], kind[order], sim[order], is_test[order]
-    others = [test_names[o] if t else earlier_names[o] if o < index.first_row else index.identity(o)
-              for o, t in zip(other.tolist(), is_test.tolist())]
-    trains = [index.identity(r) for r in train.tolist()]
+    # one table of every identity needed: test rows, earlier train rows, this block's rows
+    in_block = ~is_test & (other >= index.first_row)
+    block_ids = index.ids(np.unique(other[in_block]))
+    position = np.where(is_test, _lookup(test_ids, other), 0)
+    earlier = ~is_test & ~in_block
+    position[earlier] = test_ids.num_rows + _lookup(earlier_ids, other[earlier])
+    position[in_block] = test_ids.num_rows + earlier_ids.num_rows + _lookup(block_ids, other[in_block])
+    others = pa.concat_tables([test_ids, earlier_ids, block_ids]).take(position)
+    trains = index.ids(train)
     return pa.table({
-        "train_dataset_name": [name for name, _ in trains],
-        "train_dataset_index": [i for _, i in trains],
+        "train_dataset_name": trains.column("dataset_name"),
+        "train_dataset_index": trains.column("dataset_index"),
         "train_row": train,
-        "test_dataset_name": [name for name, _ in others],
-        "test_dataset_index": [i for _, i in others],
+        "test_dataset_name": others.column("dataset_name"),
+        "test_dataset_index": others.column("dataset_index"),
         "test_row": other,
         "kind": kinds[kind].tolist(),
         "similarity": np.round(sim, 6),
@@ -925,11 +956,10 @@ def _flagged_table(index: TrainIndex, vs_test: dict, within: dict) -> pa.Table:
     flags = np.zeros((index.rows, len(names)), dtype=bool)
     flags[train, kind] = True
     local = np.flatnonzero(flags.any(axis=1))
-    rows = (local + index.first_row).tolist()
-    ids = [index.identity(r) for r in rows]
+    ids = index.ids(local + index.first_row)
     return pa.table({
-        "row": pa.array(rows, pa.int64()),
-        "dataset_name": [name for name, _ in ids],
-        "dataset_index": [i for _, i in ids],
+        "row": ids.column("row"),
+        "dataset_name": ids.column("dataset_name"),
+        "dataset_index": ids.column("dataset_index"),
         "kinds": [[names[k] for k in np.flatnonzero(flags[r])] for r in local.tolist()],
     }, schema=FLAGGED_SCHEMA)

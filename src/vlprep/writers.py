@@ -137,6 +137,30 @@ def parquet_sink(final: Path, schema: pa.Schema) -> Iterator:
         yield lambda table: writer.write_table(table.cast(schema))
 
 
+class FixedRowGroups:
+    """Writes tables to a ParquetWriter in row groups of exactly `rows` rows (the last one fewer), however
+    the tables come cut: the file's bytes depend on the rows only, not on how a producer batched them.
+    Holds at most one row group's rows."""
+
+    def __init__(self, writer: pq.ParquetWriter, rows: int):
+        self.writer, self.rows, self.pending = writer, rows, []
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        held = sum(t.num_rows for t in self.pending)
+        if held >= self.rows:
+            table = pa.concat_tables(self.pending)
+            full = held - held % self.rows
+            self.writer.write_table(table.slice(0, full), row_group_size=self.rows)
+            self.pending = [table.slice(full)]
+
+    def close(self) -> None:
+        rest = pa.concat_tables(self.pending) if self.pending else None
+        if rest is not None and rest.num_rows:
+            self.writer.write_table(rest, row_group_size=self.rows)
+        self.pending = []
+
+
 def _leaf_paths(schema: pa.Schema) -> list[str]:
     """Dotted column paths as parquet names them (list items as `list.element`)."""
     def walk(prefix: str, t: pa.DataType) -> Iterator[str]:
