@@ -822,6 +822,7 @@ class AuditRun:
         for earlier_block in earlier_blocks:
             earlier = TrainIndex.build(list(_read_records(train_file, earlier_block, self.config)), self.config)
             found = [row_pairs(earlier.earliest(q), within=True) for q in _read_records(train_file, block, self.config)]
+            del earlier  # before the next one is built: two indexes in memory at most, this block's and one
             found = {k: np.concatenate([f[k] for f in found]) for k in within}  # <= 3 a row of the block
             within = _earliest_pairs(found, within)
         return within
