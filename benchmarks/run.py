@@ -38,13 +38,16 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / "work"
 STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit", "audit_decode_all",
-          "e2e_copy", "e2e_core", "e2e",
+          "e2e_copy", "e2e_core", "e2e_core_jobs4", "e2e",
           "ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray"]
 # End to end: `dvc repro` of every stage in a fresh copy of the repo (new git repo, empty DVC cache, its own
 # DVC state: nothing hashed before), train = the raw data, test = its first file. "core": the targets the
 # first wave had (hf_bytes, verl, trl; LLaMA-Factory and ms-swift off), with the cache link type the repo
 # configures, or DVC's default (copy) for "e2e_copy"; "e2e": every target params.yaml enables.
-E2E = {"e2e_copy": ("core", "copy"), "e2e_core": ("core", None), "e2e": ("all", None)}
+# "e2e_core_jobs4": e2e_core with DVC hashing the files of a directory output in 4 threads (core.checksum_jobs;
+# DVC's default is min(4, cores // 2), 1 here).
+E2E = {"e2e_copy": ("core", "copy", {}), "e2e_core": ("core", None, {}), "e2e": ("all", None, {}),
+       "e2e_core_jobs4": ("core", None, {"core.checksum_jobs": "4"})}
 OFF_IN_CORE = {"llamafactory": ["splits"], "swift": ["splits", "grpo_splits"]}
 # engine: ray (README, "Running on Ray"): the same stages as Ray tasks in a Ray the stage starts with
 # num_proc CPUs. "ray_startup" is the fixed cost of that: a fresh interpreter starting Ray as the stages
@@ -230,7 +233,8 @@ def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
     return proj
 
 
-def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_type: str | None) -> Path:
+def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_type: str | None,
+                     dvc_config: dict) -> Path:
     """A fresh copy of the repo (dvc.yaml, params.yaml, .dvc/config, the code snapshot) as a new git repo,
     reading the raw data in place, with an empty DVC cache and DVC state of its own, so nothing is hashed
     or cached before `dvc repro` runs."""
@@ -256,8 +260,8 @@ def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_t
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
     dvc = [str(Path(sys.executable).parent / "dvc")]
     subprocess.run([*dvc, "config", "--local", "core.site_cache_dir", str(proj / ".dvc-site")], cwd=proj, check=True)
-    if cache_type:
-        subprocess.run([*dvc, "config", "--local", "cache.type", cache_type], cwd=proj, check=True)
+    for key, value in {**({"cache.type": cache_type} if cache_type else {}), **dvc_config}.items():
+        subprocess.run([*dvc, "config", "--local", key, value], cwd=proj, check=True)
     subprocess.run(["git", "add", "-A"], cwd=proj, check=True)
     subprocess.run([*git, "commit", "-qm", "bench"], cwd=proj, check=True)
     return proj
@@ -396,7 +400,7 @@ def main() -> None:
                 print(f"{n:>7} np={num_proc} {stage:9} {m['wall_s']:8.2f} s", file=sys.stderr)
                 if stage != "hf_bytes" and out.exists():  # hf_bytes is the input of verl/trl
                     shutil.rmtree(out) if out.is_dir() else out.unlink()
-                if args.free_raw and stage == "hf_bytes" and not set(args.stages) & {"e2e", "e2e_core", "e2e_copy"}:
+                if args.free_raw and stage == "hf_bytes" and not set(args.stages) & set(E2E):
                     shutil.rmtree(raw)  # later stages read hf_bytes; ensure_raw writes it again when needed
             shutil.rmtree(proj)
     # Keep earlier results for what this invocation did not measure, so a quick run and a 100k run add
