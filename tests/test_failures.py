@@ -148,7 +148,11 @@ def test_an_input_changed_mid_run_stops_the_stage(workdir, big_raw, tmp_path, ch
     if change == "removed":
         first.unlink()  # already open: reading goes on, on the old file
     else:
-        first.write_bytes(first.read_bytes())  # rewritten in place, same content: still a new version
+        # rewritten in place, same content: still a new version. Opened without truncating, so the stage's
+        # read-ahead, which may be reading this file now, never sees it empty mid-write.
+        data = first.read_bytes()
+        with open(first, "r+b") as f:
+            f.write(data)
         os.utime(first, ns=(time.time_ns(), time.time_ns() + 10**9))
     resume.touch()
     _, stderr = proc.communicate(timeout=300)
