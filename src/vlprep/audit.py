@@ -11,10 +11,11 @@ Three kinds of match, each decided on small fixed-size records, never on stored 
   shingles (datasketch MinHash) of at least `near_item_threshold`. A template question ("What modality
   is this?") with other options is a different item.
 
-Memory is one record per row (item key + MinHash signature) and one per image (content key +
-perceptual hash), plus the index over them: `BandIndex` keeps per item and band one sorted uint64 key
-and one int32 position, and a query compares only the items sharing a band key with it, never all pairs.
-Test rows are streamed against the train index and not kept.
+Each row becomes one record (item key + MinHash signatures, and per image its content key + perceptual
+hash), written to a file; train is indexed a block of `index_rows` rows at a time (AuditRun), so memory
+is bounded by the block, not the data. In the index, `BandIndex` keeps per item and band one sorted
+uint64 key and one int32 position, and a query compares only the items sharing a band key with it,
+never all pairs. Test records stream against each block and are not kept.
 """
 from __future__ import annotations
 
