@@ -824,7 +824,7 @@ class AuditRun:
             earlier = TrainIndex.build(list(_read_records(train_file, earlier_block, self.config)), self.config)
             found = [row_pairs(earlier.earliest(q), within=True) for q in _read_records(train_file, block, self.config)]
             del earlier  # before the next one is built: two indexes in memory at most, this block's and one
-            found = {k: np.concatenate([f[k] for f in found]) for k in within}  # <= 3 a row of the block
+            found = _concat_pairs(found)  # <= 3 a row of the block
             within = _earliest_pairs(found, within)
         return within
 
@@ -887,7 +887,7 @@ def _read_records(path: Path, row_groups: list[int] | None, config: AuditConfig)
 def _earliest_pairs(a: dict, b: dict) -> dict:
     """Two row_pairs(within=True) results merged: per (train row, kind) the earliest other row, the most
     similar on ties."""
-    p = {k: np.concatenate([a[k], b[k]]) for k in a}
+    p = _concat_pairs([a, b])
     order = np.lexsort((-p["sim"], p["other"], p["kind"], p["train"]))
     p = {k: v[order] for k, v in p.items()}
     key = p["train"].astype(np.int64) * 8 + p["kind"]
