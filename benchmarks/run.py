@@ -53,12 +53,12 @@ OFF_IN_CORE = {"llamafactory": ["splits"], "swift": ["splits", "grpo_splits"]}
 # num_proc CPUs. "ray_startup" is the fixed cost of that: a fresh interpreter starting Ray as the stages
 # do and stopping it, no data. Measured only with --engines ray.
 RAY_STAGES = ("ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray")
-RAY_STARTUP = ("import sys; from vlprep.ray_engine import connect; "
+RAY_STARTUP = ("import sys; from vlprep.engine.ray_engine import connect; "
                "connect(None, int(sys.argv[1]))()")
-# What verl and trl pay before their first row, whatever N: a fresh interpreter importing vlprep.tokens and
+# What verl and trl pay before their first row, whatever N: a fresh interpreter importing vlprep.prompting.tokens and
 # loading the tokenizer as the stages do (AutoTokenizer: transformers import + Qwen2.5-VL's 151k-token BPE).
 # Measured once per N like the floor, so the report can show the per-row part of each stage on its own.
-TOKENIZER_LOAD = "import sys; from vlprep.tokens import load_tokenizer; load_tokenizer(sys.argv[1])"
+TOKENIZER_LOAD = "import sys; from vlprep.prompting.tokens import load_tokenizer; load_tokenizer(sys.argv[1])"
 SINGLE_PROCESS = ("floor", "tokenizer_load", "ray_startup")
 # verl with images re-encoded to a typical training cap (256*28*28 pixels, ~2/3 of these images are
 # above it): decode, resize and encode make it the CPU-bound stage, where num_proc shows. ~10 ms an
@@ -89,7 +89,7 @@ PROFILES = {"scan": 6, "figure": 3}  # profile -> max images per row
 
 
 def sample_config(rows: int, pool: int, profile: str):
-    from vlprep.sample import SampleConfig
+    from vlprep.ingest.sample import SampleConfig
 
     return SampleConfig(rows=rows, shards=max(2, rows // 5000), seed=0, max_images_per_row=PROFILES[profile],
                         min_image_size=64, max_image_size=1024, bad_rows=False,
@@ -98,7 +98,7 @@ def sample_config(rows: int, pool: int, profile: str):
 
 
 def ensure_raw(rows: int, pool: int, profile: str) -> Path:
-    from vlprep.sample import write_split
+    from vlprep.ingest.sample import write_split
 
     config = sample_config(rows, pool, profile)
     out = WORK / (f"raw-{rows}" if profile == "scan" else f"raw-{profile}-{rows}")
@@ -337,7 +337,7 @@ def main() -> None:
     print(f"measuring code {code_id} ({args.code or 'work tree'}) from {code}", file=sys.stderr)
     tokenizer = WORK / "tokenizer"
     if not (tokenizer / "tokenizer.json").is_file():
-        subprocess.run([sys.executable, "-m", "vlprep.qwen_tokenizer", str(tokenizer)], check=True)
+        subprocess.run([sys.executable, "-m", "vlprep.prompting.qwen_tokenizer", str(tokenizer)], check=True)
     runs, raws = [], {}
     for n in args.rows:
         raw = ensure_raw(n, args.image_pool, args.profile)

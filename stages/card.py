@@ -5,11 +5,11 @@ usage: card.py"""
 import json
 from pathlib import Path
 
-from vlprep.card import Card, StageDrops, features_from_arrow, loading_files, render_card
-from vlprep.failures import InputError, stage_main
-from vlprep.params import SCHEDULING_KEYS, load_params, load_section
-from vlprep.schema import TRL_FEATURES, VERL_SCHEMA
-from vlprep.writers import atomic_path
+from vlprep.products.card import Card, StageDrops, features_from_arrow, loading_files, render_card
+from vlprep.core.failures import InputError, stage_main
+from vlprep.core.params import SCHEDULING_KEYS, load_params, load_section
+from vlprep.core.schema import TRL_FEATURES, VERL_SCHEMA
+from vlprep.core.writers import atomic_path
 
 
 def read_metrics(stage: str, split: str) -> dict:

@@ -11,12 +11,12 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vlprep.card import Card, StageDrops, features_from_arrow, loading_files, render_card
-from vlprep.failures import InputError, stage_main
-from vlprep.params import load_params, load_section
-from vlprep.schema import HF_BYTES_FEATURES, TRL_SCHEMA, VERL_SCHEMA, arrow_schema, image, list_of
-from vlprep.sources import hf_dataset_files, split_files
-from vlprep.writers import atomic_path
+from vlprep.products.card import Card, StageDrops, features_from_arrow, loading_files, render_card
+from vlprep.core.failures import InputError, stage_main
+from vlprep.core.params import load_params, load_section
+from vlprep.core.schema import HF_BYTES_FEATURES, TRL_SCHEMA, VERL_SCHEMA, arrow_schema, image, list_of
+from vlprep.io.sources import hf_dataset_files, split_files
+from vlprep.core.writers import atomic_path
 
 # What the Hub folder stores per product. hf_bytes' images are declared decoding (Image()): on the Hub
 # the viewer shows them and load_dataset gives PIL images (cast to Image(decode=False) for the bytes);

@@ -6,15 +6,15 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from vlprep.card import Card, StageDrops, description_text, loading_hf_bytes, render_card
-from vlprep.mapping import compile_inputs, containment_warnings, plan_inputs
-from vlprep.params import SCHEDULING_KEYS, load_input, load_input_data, load_section
-from vlprep.failures import stage_main
-from vlprep.runner import run_stage
-from vlprep.parts import ArrowParts, Parted, finish_hf_dataset
-from vlprep.schema import HF_BYTES_FEATURES, HF_BYTES_SCHEMA, RAW_REQUIRED
-from vlprep.sources import plan_units, resolve_inputs
-from vlprep.to_hf_bytes import DuplicateIndexCounter, convert_unit
+from vlprep.products.card import Card, StageDrops, description_text, loading_hf_bytes, render_card
+from vlprep.ingest.mapping import compile_inputs, containment_warnings, plan_inputs
+from vlprep.core.params import SCHEDULING_KEYS, load_input, load_input_data, load_section
+from vlprep.core.failures import stage_main
+from vlprep.engine.runner import run_stage
+from vlprep.engine.parts import ArrowParts, Parted, finish_hf_dataset
+from vlprep.core.schema import HF_BYTES_FEATURES, HF_BYTES_SCHEMA, RAW_REQUIRED
+from vlprep.io.sources import plan_units, resolve_inputs
+from vlprep.ingest.hf_bytes import DuplicateIndexCounter, convert_unit
 
 
 def main() -> None:

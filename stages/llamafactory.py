@@ -3,9 +3,9 @@ usage: llamafactory.py SPLIT HF_BYTES_DIR OUT.parquet [SELECTION.parquet]"""
 import argparse
 from pathlib import Path
 
-from vlprep.failures import stage_main
-from vlprep.params import load_section
-from vlprep.to_llamafactory import LLAMAFACTORY
+from vlprep.core.failures import stage_main
+from vlprep.core.params import load_section
+from vlprep.targets.llamafactory import LLAMAFACTORY
 
 
 def main() -> None:

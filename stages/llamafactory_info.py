@@ -1,12 +1,12 @@
 """Stage `llamafactory_info`: data/llamafactory/dataset_info.json naming every llamafactory split file
-(vlprep.llamafactory_info).  usage: llamafactory_info.py OUT.json"""
+(vlprep.targets.llamafactory_info).  usage: llamafactory_info.py OUT.json"""
 import argparse
 from pathlib import Path
 
-from vlprep.failures import stage_main
-from vlprep.llamafactory_info import dataset_info
-from vlprep.metrics import write_json
-from vlprep.params import load_section
+from vlprep.core.failures import stage_main
+from vlprep.targets.llamafactory_info import dataset_info
+from vlprep.core.metrics import write_json
+from vlprep.core.params import load_section
 
 
 def main() -> None:

@@ -3,10 +3,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from vlprep.params import load_section
-from vlprep.failures import stage_main
-from vlprep.sample import SampleConfig, write_split
-from vlprep.writers import atomic_path
+from vlprep.core.params import load_section
+from vlprep.core.failures import stage_main
+from vlprep.ingest.sample import SampleConfig, write_split
+from vlprep.core.writers import atomic_path
 
 
 def main() -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from vlprep.failures import InputError, stage_main
-from vlprep.metrics import DROP_REASONS
-from vlprep.params import load_params, load_section
-from vlprep.sources import split_files
-from vlprep.preview import (Preview, RejectSample, TargetSample, render_preview, sample_positions,
+from vlprep.core.failures import InputError, stage_main
+from vlprep.core.metrics import DROP_REASONS
+from vlprep.core.params import load_params, load_section
+from vlprep.io.sources import split_files
+from vlprep.products.preview import (Preview, RejectSample, TargetSample, render_preview, sample_positions,
                             trl_preview_row, verl_preview_row)
-from vlprep.writers import atomic_path
+from vlprep.core.writers import atomic_path
 
 ROW_FNS = {"verl": verl_preview_row, "trl": trl_preview_row}
 

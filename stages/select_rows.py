@@ -1,4 +1,4 @@
-"""Stage `select`: which rows of each hf_bytes split verl and trl are built from (vlprep.selection).
+"""Stage `select`: which rows of each hf_bytes split verl and trl are built from (vlprep.curation.selection).
 usage: select_rows.py --flagged FLAGGED_TRAIN_ROWS.parquet HF_BYTES_DIR OUT_DIR
 -> OUT_DIR/<split>.parquet for every split in `inputs` (the rows left out), metrics/select.json"""
 import argparse
@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from vlprep.failures import stage_main
-from vlprep.metrics import write_json
-from vlprep.params import load_params, load_section
-from vlprep.selection import read_flagged, select_rows, selection_table
-from vlprep.sources import hf_dataset_files, plan_arrow_units, read_unit
-from vlprep.writers import atomic_path
+from vlprep.core.failures import stage_main
+from vlprep.core.metrics import write_json
+from vlprep.core.params import load_params, load_section
+from vlprep.curation.selection import read_flagged, select_rows, selection_table
+from vlprep.io.sources import hf_dataset_files, plan_arrow_units, read_unit
+from vlprep.core.writers import atomic_path
 
 
 def identities(dataset_dir: Path) -> tuple[list, list]:

@@ -4,9 +4,9 @@ import argparse
 import json
 from pathlib import Path
 
-from vlprep.failures import stage_main
-from vlprep.metrics import write_json
-from vlprep.params import load_params
+from vlprep.core.failures import stage_main
+from vlprep.core.metrics import write_json
+from vlprep.core.params import load_params
 
 
 def enabled(params: dict) -> dict[str, list[str]]:

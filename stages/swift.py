@@ -3,9 +3,9 @@ usage: swift.py {sft,grpo} SPLIT HF_BYTES_DIR OUT.parquet [SELECTION.parquet]"""
 import argparse
 from pathlib import Path
 
-from vlprep.failures import stage_main
-from vlprep.params import load_section
-from vlprep.to_swift import SWIFT, SWIFT_GRPO
+from vlprep.core.failures import stage_main
+from vlprep.core.params import load_section
+from vlprep.targets.swift import SWIFT, SWIFT_GRPO
 
 
 def main() -> None:

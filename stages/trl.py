@@ -4,9 +4,9 @@
 import argparse
 from pathlib import Path
 
-from vlprep.params import load_section
-from vlprep.failures import stage_main
-from vlprep.to_trl import TRL
+from vlprep.core.params import load_section
+from vlprep.core.failures import stage_main
+from vlprep.targets.trl import TRL
 
 
 def main() -> None:

@@ -4,13 +4,13 @@
 import argparse
 from pathlib import Path
 
-from vlprep.params import ParamsError, load_section
-from vlprep.failures import stage_main
-from vlprep.runner import limit_rows
-from vlprep.shuffle import shuffled
-from vlprep.sources import hf_dataset_files
-from vlprep.to_verl import VERL, verl_row_refs
-from vlprep.writers import work_path
+from vlprep.core.params import ParamsError, load_section
+from vlprep.core.failures import stage_main
+from vlprep.engine.runner import limit_rows
+from vlprep.engine.post import shuffled
+from vlprep.io.sources import hf_dataset_files
+from vlprep.targets.verl import VERL, verl_row_refs
+from vlprep.core.writers import work_path
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run, set_params
-from vlprep.audit import (
+from vlprep.curation.audit import (
     BandIndex,
     audit,
     hamming,
@@ -26,11 +26,11 @@ from vlprep.audit import (
     item_key,
     perceptual_hash,
 )
-from vlprep.schema import HF_BYTES_FEATURES
-from vlprep.params import load_section
-from vlprep.sources import hf_dataset_files, plan_arrow_units
-from vlprep.parts import write_hf_dataset
-from vlprep.writers import FixedRowGroups
+from vlprep.core.schema import HF_BYTES_FEATURES
+from vlprep.core.params import load_section
+from vlprep.io.sources import hf_dataset_files, plan_arrow_units
+from vlprep.engine.parts import write_hf_dataset
+from vlprep.core.writers import FixedRowGroups
 
 
 # ---------------------------------------------------------------- planted data

@@ -9,8 +9,8 @@ import yaml
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 
-from vlprep.card import Card, StageDrops, features_from_arrow, features_yaml, loading_files, render_card
-from vlprep.schema import HF_BYTES_FEATURES, TRL_FEATURES, VERL_SCHEMA
+from vlprep.products.card import Card, StageDrops, features_from_arrow, features_yaml, loading_files, render_card
+from vlprep.core.schema import HF_BYTES_FEATURES, TRL_FEATURES, VERL_SCHEMA
 
 
 @pytest.mark.parametrize("features", [HF_BYTES_FEATURES, TRL_FEATURES, features_from_arrow(VERL_SCHEMA)],

@@ -5,9 +5,9 @@ import re
 import pytest
 
 from conftest import REPO
-from vlprep.batches import map_rows
-from vlprep.metrics import DROP_REASONS, Rejected
-from vlprep.schema import REJECTS_SCHEMA
+from vlprep.engine.batches import map_rows
+from vlprep.core.metrics import DROP_REASONS, Rejected
+from vlprep.core.schema import REJECTS_SCHEMA
 
 
 def readme_reasons() -> set[str]:
@@ -29,7 +29,7 @@ def test_readme_table_and_registry_list_the_same_reasons():
 
 
 def test_every_registered_reason_is_raised_somewhere_in_the_code():
-    code = "\n".join(p.read_text() for p in (REPO / "src/vlprep").glob("*.py") if p.name != "metrics.py")
+    code = "\n".join(p.read_text() for p in (REPO / "src/vlprep").rglob("*.py") if p.name != "metrics.py")
     never = [r for r in DROP_REASONS if f'"{r}"' not in code]
     assert never == [], "registered reasons no code raises"
 

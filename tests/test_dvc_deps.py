@@ -50,6 +50,6 @@ def test_each_stage_lists_exactly_the_code_it_imports(name):
 
 def test_the_import_walk_follows_function_level_and_package_imports(tmp_path):
     script = tmp_path / "stage.py"
-    script.write_text("from vlprep import runner\n\ndef main():\n    from vlprep.tokens import load_tokenizer\n")
+    script.write_text("from vlprep.engine import runner\n\ndef main():\n    from vlprep.prompting.tokens import load_tokenizer\n")
     found = {p.name for p in vlprep_code(script)}
     assert {"stage.py", "runner.py", "tokens.py", "executor.py"} <= found  # executor: runner's import

@@ -43,7 +43,7 @@ def repro_ran(repo) -> set[str]:
           "swift.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@test", *TARGETS_TRAIN, *REPORTS}),
         # A fix to the image header parser: hf_bytes then writes the same bytes, yet verl/trl must rerun
         # too, since they parse the headers themselves (for the image-token budget).
-        ({"edit": "src/vlprep/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@test", *TARGETS_TRAIN}),
+        ({"edit": "src/vlprep/io/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@test", *TARGETS_TRAIN}),
         # The audit's thresholds reach no target while audit.drop_train_contaminated is off: select
         # rewrites the same (empty) selection files (tests/test_selection_rebalance.py: with it on).
         ({"audit.near_item_threshold": 0.8}, {"audit", "select"}),
@@ -203,7 +203,7 @@ def test_exp_show_has_a_readable_80_column_view(committed_repo):
 def test_a_split_mapping_is_a_param_of_that_split_only(scratch_repo):
     """inputs.<split> in list form (entries with a preset or columns) is a param of hf_bytes@<split> only:
     changing one split's mapping reruns that split's hf_bytes and what follows, nothing else."""
-    from vlprep.presets import PRESETS
+    from vlprep.ingest.presets import PRESETS
 
     columns = {k: v for k, v in PRESETS["reference"]["columns"].items() if k != "dataset_name"}
     columns["optional"] = [c for c in columns["optional"] if c != "dataset_name"]

@@ -2,10 +2,10 @@
 import pyarrow as pa
 import pytest
 
-from vlprep.batches import attach, map_rows
-from vlprep.executor import run_units
-from vlprep.metrics import Rejected, StageStats
-from vlprep.sources import RowGroup
+from vlprep.engine.batches import attach, map_rows
+from vlprep.engine.executor import run_units
+from vlprep.core.metrics import Rejected, StageStats
+from vlprep.io.sources import RowGroup
 
 
 def numbered(unit: RowGroup):

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from builders import jpeg, noisy, png, png_declaring
-from vlprep.metrics import Rejected
-from vlprep.images import normalize_image, probe
+from vlprep.core.metrics import Rejected
+from vlprep.io.images import normalize_image, probe
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ from PIL import Image
 
 from conftest import REPO
 from test_trl_stage import hf_row
-from vlprep.llamafactory_info import dataset_info
-from vlprep.params import load_section
-from vlprep.schema import HF_BYTES_SCHEMA
-from vlprep.to_llamafactory import LLAMAFACTORY
-from vlprep.to_swift import SWIFT, SWIFT_GRPO
-from vlprep.to_trl import TRL
+from vlprep.targets.llamafactory_info import dataset_info
+from vlprep.core.params import load_section
+from vlprep.core.schema import HF_BYTES_SCHEMA
+from vlprep.targets.llamafactory import LLAMAFACTORY
+from vlprep.targets.swift import SWIFT, SWIFT_GRPO
+from vlprep.targets.trl import TRL
 
 USER = (
     "<image><image>"
@@ -148,7 +148,7 @@ def test_repro_outputs(repro_repo):
 
 
 def load_plugin():
-    spec = importlib.util.spec_from_file_location("swift_reward_under_test", REPO / "src/vlprep/swift_reward.py")
+    spec = importlib.util.spec_from_file_location("swift_reward_under_test", REPO / "src/vlprep/scoring/swift_reward.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

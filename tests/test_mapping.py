@@ -6,10 +6,10 @@ from collections import Counter
 import pytest
 
 from builders import jpeg, png
-from vlprep.mapping import Input, apply_mapping, parse_embedded_options
-from vlprep.metrics import Rejected
-from vlprep.params import ColumnMapping, InputEntry, ParamsError, load_input
-from vlprep.records import normalize_text_fields
+from vlprep.ingest.mapping import Input, apply_mapping, parse_embedded_options
+from vlprep.core.metrics import Rejected
+from vlprep.core.params import ColumnMapping, InputEntry, ParamsError, load_input
+from vlprep.ingest.records import normalize_text_fields
 
 
 def mapped(columns: dict, row: dict, name=None) -> dict:
@@ -175,7 +175,7 @@ def test_a_plain_string_spec_is_still_a_string(tmp_path):
 
 def test_new_drop_reasons_are_in_the_readme_table():
     from conftest import REPO
-    from vlprep.metrics import DROP_REASONS
+    from vlprep.core.metrics import DROP_REASONS
 
     readme = (REPO / "README.md").read_text()
     table = readme[readme.index("### What happens to bad input"):readme.index("## Token budget")]

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run, stage_argv
-from vlprep.params import SECTIONS, ParamsError, load_section, validate
+from vlprep.core.params import SECTIONS, ParamsError, load_section, validate
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 

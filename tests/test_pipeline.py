@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run
-from vlprep.schema import HF_BYTES_FEATURES
+from vlprep.core.schema import HF_BYTES_FEATURES
 
 STAGE_METRICS = ["hf_bytes/train", "hf_bytes/test", "verl/train", "verl/test", "trl/train"]
 
@@ -78,7 +78,7 @@ def test_dvc_metrics_show_lists_every_stage(repro_repo):
         assert f"metrics/{name}.json" in files, files.keys()
 
 
-# The column types docs/formats.md promises, written out by hand (not taken from vlprep.schema, which
+# The column types docs/formats.md promises, written out by hand (not taken from vlprep.core.schema, which
 # the writers cast to).
 IMAGES = "list<element: struct<bytes: binary, path: string>>"
 VERL_COLUMNS = {

@@ -9,8 +9,8 @@ import yaml
 
 from byo_builders import BUILDERS, KEPT, ROW_KEY
 from conftest import REPO, md5_tree, run, stage_argv
-from vlprep.params import PRESET_NAMES, ColumnMapping
-from vlprep.presets import PRESETS
+from vlprep.core.params import PRESET_NAMES, ColumnMapping
+from vlprep.ingest.presets import PRESETS
 
 
 def write_params(work, inputs, **hf_bytes):
@@ -166,7 +166,7 @@ def test_keep_only_mcq_rows(tmp_path):
 
 def test_text_files_stream_in_chunks(tmp_path, monkeypatch):
     """CSV and JSON Lines are cut into units at exact byte offsets (quoted newlines included)."""
-    from vlprep import sources
+    from vlprep.io import sources
 
     d = tmp_path
     with open(d / "a.csv", "w", newline="", encoding="utf-8-sig") as f:  # with a BOM, as Excel writes

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from vlprep.preview import (Preview, PreviewRow, RejectSample, TargetSample, data_uri, render_preview,
+from vlprep.products.preview import (Preview, PreviewRow, RejectSample, TargetSample, data_uri, render_preview,
                             sample_positions)
 
 

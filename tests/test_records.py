@@ -3,8 +3,8 @@ from collections import Counter
 
 import pytest
 
-from vlprep.metrics import Rejected
-from vlprep.records import normalize_options, normalize_text_fields
+from vlprep.core.metrics import Rejected
+from vlprep.ingest.records import normalize_options, normalize_text_fields
 from builders import row
 
 

@@ -1,4 +1,4 @@
-"""vlprep.reward (verl's custom reward function) and vlprep.evaluate (offline scoring with it)."""
+"""vlprep.scoring.reward (verl's custom reward function) and vlprep.scoring.evaluate (offline scoring with it)."""
 from __future__ import annotations
 
 import ast
@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlprep import evaluate
-from vlprep.reward import compute_score
-from vlprep.schema import VERL_SCHEMA
+from vlprep.scoring import evaluate
+from vlprep.scoring.reward import compute_score
+from vlprep.core.schema import VERL_SCHEMA
 
-REWARD_PY = Path(__file__).resolve().parents[1] / "src" / "vlprep" / "reward.py"
+REWARD_PY = Path(__file__).resolve().parents[1] / "src" / "vlprep" / "scoring" / "reward.py"
 
 OPTIONS = {"A": "Left ventricle", "B": "Pneumothorax", "C": "MRI T2", "D": "肺炎"}
 MCQ = {"options": json.dumps(OPTIONS, ensure_ascii=False), "answer_label": "B", "answer": "Pneumothorax"}
@@ -219,7 +219,7 @@ print(json.dumps([result, sorted(m for m in sys.modules if m.startswith("vlprep"
     assert vlprep_modules == []
 
 
-# --- vlprep.evaluate -------------------------------------------------------------------------------------
+# --- vlprep.scoring.evaluate -------------------------------------------------------------------------------------
 
 
 def verl_split(path: Path, rows: list[tuple[int, str, str, str]]) -> Path:

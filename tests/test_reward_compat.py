@@ -1,4 +1,4 @@
-"""verl 0.9.1 itself loads src/vlprep/reward.py from the README's config keys and scores real rows with it.
+"""verl 0.9.1 itself loads src/vlprep/scoring/reward.py from the README's config keys and scores real rows with it.
 
 Runs tests/compat/check_verl_reward.py with the trainer venv's python (where vlprep is not installed),
 on data/verl/train (its one part) and the tokenizer that `dvc repro` built in the `repro_repo` fixture.
@@ -17,7 +17,7 @@ def test_verl_loads_and_calls_the_reward_as_main_ppo_does(repro_repo, trainer_py
             trainer_py, COMPAT / "check_verl_reward.py",
             "--tokenizer-dir", repro_repo / "data" / "tokenizer" / "qwen2_5_vl",
             # the copy's own file: the one a user's command points at
-            "--reward-file", repro_repo / "src" / "vlprep" / "reward.py",
+            "--reward-file", repro_repo / "src" / "vlprep" / "scoring" / "reward.py",
             "--src", repro_repo / "src",
             data,
         ],

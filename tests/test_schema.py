@@ -1,4 +1,4 @@
-"""The feature dicts in vlprep.schema are what `datasets` itself reads and derives: same features back,
+"""The feature dicts in vlprep.core.schema are what `datasets` itself reads and derives: same features back,
 same Arrow schema, same metadata. The stages build schemas without importing datasets."""
 import json
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import datasets
 import pytest
 
-from vlprep.schema import HF_BYTES_FEATURES, HF_BYTES_SCHEMA, TRL_FEATURES, TRL_SCHEMA
+from vlprep.core.schema import HF_BYTES_FEATURES, HF_BYTES_SCHEMA, TRL_FEATURES, TRL_SCHEMA
 
 
 @pytest.mark.parametrize("features, schema", [(HF_BYTES_FEATURES, HF_BYTES_SCHEMA), (TRL_FEATURES, TRL_SCHEMA)])
@@ -24,5 +24,5 @@ def test_image_decode_flags_survive():
 
 
 def test_stage_modules_do_not_import_datasets():
-    code = "import sys, vlprep.to_hf_bytes, vlprep.to_verl, vlprep.to_trl, vlprep.writers; print('datasets' in sys.modules)"
+    code = "import sys, vlprep.ingest.hf_bytes, vlprep.targets.verl, vlprep.targets.trl, vlprep.core.writers; print('datasets' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

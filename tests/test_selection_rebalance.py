@@ -12,13 +12,13 @@ import pytest
 from builders import png
 from conftest import REPO, run, set_params
 from test_dvc_workflows import REPORTS, TARGETS_TRAIN, repro_ran
-from vlprep.params import load_section
-from vlprep.prompts import ordered_options
-from vlprep.rebalance import KEPT_LETTER, KEPT_POSITION, PERMUTED, order_reference, rebalance_row
-from vlprep.schema import HF_BYTES_SCHEMA
-from vlprep.selection import load_selection, select_rows, selection_table
-from vlprep.to_trl import TRL
-from vlprep.to_verl import VERL
+from vlprep.core.params import load_section
+from vlprep.prompting.prompts import ordered_options
+from vlprep.curation.rebalance import KEPT_LETTER, KEPT_POSITION, PERMUTED, order_reference, rebalance_row
+from vlprep.core.schema import HF_BYTES_SCHEMA
+from vlprep.curation.selection import load_selection, select_rows, selection_table
+from vlprep.targets.trl import TRL
+from vlprep.targets.verl import VERL
 
 LETTERS = "ABCDEF"
 

@@ -1,6 +1,6 @@
 import pyarrow as pa
 
-from vlprep.shuffle import BUCKET_BYTES, shuffled
+from vlprep.engine.post import BUCKET_BYTES, shuffled
 
 
 def tables(n, chunk):

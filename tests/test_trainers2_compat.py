@@ -56,11 +56,11 @@ def test_llamafactory_loads_encodes_and_trains(scratch_repo, llamafactory_py, tr
 
 def test_swift_loads_encodes_and_trains(repro_repo, swift_py, trainer_env, tiny_qwen_lf_dir):
     """`swift sft` on data/swift, `swift rlhf --rlhf_type grpo` on data/swift_grpo with the shipped reward
-    plugin (src/vlprep/swift_reward.py, loaded by ms-swift's --external_plugins)."""
+    plugin (src/vlprep/scoring/swift_reward.py, loaded by ms-swift's --external_plugins)."""
     data = repro_repo / "data"
     cmd = [swift_py, COMPAT / "check_swift.py", "--model-dir", tiny_qwen_lf_dir,
            "--sft", data / "swift" / "train.parquet", "--grpo", data / "swift_grpo" / "train.parquet",
-           "--reward-plugin", repro_repo / "src" / "vlprep" / "swift_reward.py"]
+           "--reward-plugin", repro_repo / "src" / "vlprep" / "scoring" / "swift_reward.py"]
     rc, output = run(cmd, trainer_env, timeout=1800)
     print(output)
     assert rc == 0, output[-OUTPUT_TAIL:]

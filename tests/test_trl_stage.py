@@ -9,10 +9,10 @@ from PIL import Image
 
 from builders import png
 from conftest import REPO
-from vlprep.schema import HF_BYTES_SCHEMA
-from vlprep.params import load_section
-from vlprep.to_trl import TRL
-from vlprep.tokens import load_tokenizer
+from vlprep.core.schema import HF_BYTES_SCHEMA
+from vlprep.core.params import load_section
+from vlprep.targets.trl import TRL
+from vlprep.prompting.tokens import load_tokenizer
 
 GOLDEN = (
     "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"

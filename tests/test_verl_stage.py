@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from conftest import run, set_params
-from vlprep.prompts import IMAGE_MARKER
-from vlprep.schema import HF_BYTES_SCHEMA
+from vlprep.prompting.prompts import IMAGE_MARKER
+from vlprep.core.schema import HF_BYTES_SCHEMA
 
 
 def test_rows_follow_the_spec(repro_repo):
@@ -78,9 +78,9 @@ def test_resize_to_max_pixels_reencodes_only_large_images(repro_repo):
 
     from builders import jpeg, png
     from conftest import REPO
-    from vlprep.params import load_section
-    from vlprep.to_verl import VERL
-    from vlprep.tokens import image_tokens, smart_resize
+    from vlprep.core.params import load_section
+    from vlprep.targets.verl import VERL
+    from vlprep.prompting.tokens import image_tokens, smart_resize
 
     small, large = png(60, 40), jpeg(400, 300)
     row = {"images": [{"bytes": small, "path": None}, {"bytes": large, "path": None}], "question": "q",

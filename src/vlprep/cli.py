@@ -88,8 +88,8 @@ def image_summary(data: bytes) -> str:
 def show(split: str, target: str, n: int, root: Path) -> int:
     import pyarrow.parquet as pq
 
-    from vlprep.preview import trl_preview_row, verl_preview_row
-    from vlprep.sources import split_files
+    from vlprep.products.preview import trl_preview_row, verl_preview_row
+    from vlprep.io.sources import split_files
 
     path = root / "data" / target / split  # its parts: part-00000.parquet, ...
     if not path.is_dir():

@@ -21,7 +21,7 @@ takes: `datasets.load_dataset("parquet")` + AutoPreprocessor/MessagesPreprocesso
 4. `swift.rlhf_main --rlhf_type grpo` runs 2 steps on the first GRPO file (transformers
    generation, no vLLM, 2 generations per prompt) with a multiple-choice reward function
    registered here, which must receive every prompt's `solution` and `answer_label`; with
-   `--reward-plugin FILE` (src/vlprep/swift_reward.py) also the plugin's `vlprep` reward, loaded
+   `--reward-plugin FILE` (src/vlprep/scoring/swift_reward.py) also the plugin's `vlprep` reward, loaded
    the way a user's `--external_plugins FILE --reward_funcs vlprep` loads it, must be logged.
 
 Tiny-model accommodation: ms-swift's Qwen2-VL template hard-codes the real tokenizer's ids for

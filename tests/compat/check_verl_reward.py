@@ -1,10 +1,10 @@
-"""Check that verl 0.9.1 loads and calls vlprep's reward (src/vlprep/reward.py) as main_ppo would.
+"""Check that verl 0.9.1 loads and calls vlprep's reward (src/vlprep/scoring/reward.py) as main_ppo would.
 
 Usage (inside the trainer virtualenv, where vlprep is not installed):
     python check_verl_reward.py --tokenizer-dir DIR --reward-file REWARD.py --src SRC_DIR FILE.parquet
 
 DIR is the tokenizer the rows' responses are encoded with (data/tokenizer/qwen2_5_vl); SRC_DIR is the
-project's src/ (put on sys.path only for the pkg://vlprep.reward form, as if vlprep were installed).
+project's src/ (put on sys.path only for the pkg://vlprep.scoring.reward form, as if vlprep were installed).
 
 What main_ppo does with the reward config: its TaskRunner hands the Hydra config, unchanged, to the
 trainer, whose RewardLoopWorker calls `load_reward_manager(config, tokenizer, ...)`, which calls
@@ -194,9 +194,9 @@ def main(argv=None):
     # 3. The pkg:// form, where vlprep is installed (here: its src/ on sys.path).
     sys.path.insert(0, str(Path(args.src).resolve()))
     try:
-        pkg = compose(base + ["reward.custom_reward_function.path=pkg://vlprep.reward",
+        pkg = compose(base + ["reward.custom_reward_function.path=pkg://vlprep.scoring.reward",
                               "reward.custom_reward_function.name=compute_score"])
-        _, n_pkg = score_rows(pkg, tokenizer, rows[:2], lambda kind, want: want, failures, "pkg://vlprep.reward")
+        _, n_pkg = score_rows(pkg, tokenizer, rows[:2], lambda kind, want: want, failures, "pkg://vlprep.scoring.reward")
     finally:
         sys.path.pop(0)
 

@@ -51,7 +51,7 @@ QWEN_PRETOKENIZE_REGEX = (
 def _project_chat_template() -> str:
     import importlib.util
 
-    path = Path(__file__).resolve().parents[2] / "src" / "vlprep" / "qwen_tokenizer.py"
+    path = Path(__file__).resolve().parents[2] / "src" / "vlprep" / "prompting" / "qwen_tokenizer.py"
     spec = importlib.util.spec_from_file_location("_vlprep_qwen_tokenizer", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,0 +1,329 @@
+"""params.yaml, validated: one model per section, the one place that knows every key, its type and its
+allowed values. A stage checks its own section at start and stops with a line naming the key; unknown
+keys are errors (a typo must not silently fall back to a default), and no key has a code default, so
+params.yaml is the only source of values (dvc.yaml tracks exactly these sections)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(Exception):
+    """params.yaml is missing, unreadable or has a bad key; the message names the key."""
+
+
+class Section(BaseModel):
+    # strict: "true" or "6" in YAML is a string, not a bool/int; extra: unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+
+
+class RawParams(Section):
+    """The deterministic offline sample (stage `raw`)."""
+
+    rows: dict[str, PositiveInt]  # split -> rows
+    shards: PositiveInt
+    seed: int
+    max_images_per_row: PositiveInt
+    image_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)]  # min and max side, pixels
+
+
+class EngineParams(Section):
+    """Where a stage's work runs and how its output is cut (README, "Running on Ray"): the output is the
+    same bytes whichever engine and however many workers run it."""
+
+    engine: Literal["local", "ray"]
+    ray_address: str | None  # a Ray cluster (host:port, auto); null = RAY_ADDRESS, else Ray in this process
+    part_rows: PositiveInt  # an output part holds the rows of whole input units adding up to this many
+
+
+# Keys that change where and how the work runs, or how the output is cut into files, never a row: left
+# out of the cards' "built with" params.
+SCHEDULING_KEYS = {"num_proc", "engine", "ray_address", "part_rows"}
+
+
+class HfBytesParams(EngineParams):
+    keep_first_k_images: NonNegativeInt | None  # 0 or null = keep all
+    strict_image: bool  # drop rows left with no valid image
+    bad_image: Literal["drop_row", "drop_image"]
+    max_image_pixels: PositiveInt
+    image_root: str | None  # where path images may be read from; null = each input file's directory
+    # Question types kept (derived per row: options -> mcq; none -> open, or yesno for a yes/no answer);
+    # the others are dropped as question_type_excluded. [mcq] keeps only multiple-choice rows.
+    question_types: Annotated[list[Literal["mcq", "open", "yesno"]], Field(min_length=1)]
+    num_proc: PositiveInt
+
+
+# The presets src/vlprep/ingest/presets.py defines (a test keeps the two equal). Named here, not imported, so
+# that params.py (which every stage imports) does not make every stage depend on the presets' code.
+PRESET_NAMES = ("reference", "pmc_vqa", "slake", "vqa_rad", "path_vqa", "omnimedvqa", "medxpertqa")
+MAPPED_FIELDS = ("question", "answer_label", "answer", "reasoning", "dataset_name", "dataset_index", "hash")
+
+
+class ColumnMapping(Section):
+    """Which source column holds what (inputs.<split>[i].columns, or a preset): turns a source row into
+    the reference raw row (docs/formats.md §1). Keys left out mean "the data has no such column"; the
+    optional keys below have defaults because a mapping names only what its source has."""
+
+    question: str
+    # Images: exactly one of a list column, a one-image column (bytes, {bytes, path} struct or a path),
+    # or several one-image columns (in order; null cells skipped).
+    images: str | None = None
+    image: str | None = None
+    image_columns: Annotated[list[str], Field(min_length=1)] | None = None
+    # Options: at most one source; none at all makes every row open-ended (open / yesno).
+    options: str | None = None  # a dict / struct / map / JSON object column (the reference form)
+    option_list: str | None = None  # a list (or JSON array) column: letters A, B, C... in order
+    option_columns: dict[str, str] | Annotated[list[str], Field(min_length=1)] | None = None  # letter -> column, or columns for A, B, C...
+    options_in_question: bool = False  # parse "A: ... B: ..." / "(A) ... (B) ..." out of the question text
+    strip_option_prefix: bool = False  # drop an option's own letter prefix from its text ("B: x" -> "x")
+    strip_question_options: bool = False  # remove an embedded options block from the question (options come from a column)
+    answer_label: str | None = None
+    label_form: Literal["letter", "index0", "index1", "text"] = "letter"
+    answer: str | None = None
+    answer_conflict: Literal["keep", "drop"] = "keep"  # drop rows whose answer text is another option's text
+    reasoning: str | None = None
+    dataset_name: str | None = None
+    dataset_index: str | None = None
+    hash: str | None = None
+    misc: str | list[str] | None = None  # a column as is, or several columns as one JSON object
+    optional: list[str] = []  # mapped columns the files may lack (read as null)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        image_sources = [k for k in ("images", "image", "image_columns") if getattr(self, k) is not None]
+        if len(image_sources) != 1:
+            raise ValueError(f"give exactly one of images / image / image_columns (got {image_sources or 'none'})")
+        option_sources = [k for k in ("options", "option_list", "option_columns") if getattr(self, k) is not None]
+        option_sources += ["options_in_question"] if self.options_in_question else []
+        if len(option_sources) > 1:
+            raise ValueError(f"give at most one options source (got {option_sources})")
+        if option_sources and self.answer_label is None and self.answer is None:
+            raise ValueError("multiple-choice mapping needs answer_label or answer")
+        if not option_sources and self.answer is None:
+            raise ValueError("open-ended mapping (no options) needs answer")
+        if self.label_form != "letter" and self.answer_label is None:
+            raise ValueError("label_form needs answer_label")
+        if self.strip_question_options and (self.options_in_question or not option_sources):
+            raise ValueError("strip_question_options needs options from a column")
+        unknown = sorted(set(self.optional) - set(self.columns()))
+        if unknown:
+            raise ValueError(f"optional names columns the mapping does not map: {unknown}")
+        return self
+
+    def option_source(self) -> str | None:
+        for key in ("options", "option_list", "option_columns"):
+            if getattr(self, key) is not None:
+                return key
+        return "options_in_question" if self.options_in_question else None
+
+    def columns(self) -> list[str]:
+        """Every source column the mapping reads, in a stable order."""
+        cols = [getattr(self, k) for k in (*MAPPED_FIELDS, "images", "image", "options", "option_list")]
+        cols += list(self.image_columns or [])
+        oc = self.option_columns
+        cols += list(oc.values() if isinstance(oc, dict) else oc or [])
+        cols += [self.misc] if isinstance(self.misc, str) else list(self.misc or [])
+        return list(dict.fromkeys(c for c in cols if c is not None))
+
+
+class InputEntry(Section):
+    """One element of inputs.<split> in list form: files with their mapping (a preset or columns)."""
+
+    path: str  # a file, a directory (its files of the entry's format), a glob, or a comma list
+    preset: Literal[PRESET_NAMES] | None = None
+    columns: ColumnMapping | None = None
+    format: Literal["parquet", "csv", "json", "jsonl"] | None = None  # default: the file extension, else the preset's
+    image_root: str | None = None  # where relative image paths resolve (default hf_bytes.image_root, else the file's dir)
+    name: str | None = None  # dataset_name of rows that have none
+
+    @model_validator(mode="after")
+    def _one_mapping(self):
+        if (self.preset is None) == (self.columns is None):
+            raise ValueError("give exactly one of preset / columns")
+        return self
+
+
+class TokenizerParams(Section):
+    out: str
+
+
+class BudgetParams(Section):
+    """What every trainer target reads: the tokenizer and Qwen2.5-VL's image-token budget."""
+
+    tokenizer: str  # a local dir or a hub id
+    min_pixels: PositiveInt
+    max_pixels: PositiveInt
+    # Re-encode only images above max_pixels, to the size the processor would resize them to.
+    resize_to_max_pixels: bool
+    row_group_size: PositiveInt
+    num_proc: PositiveInt
+    # Answer-letter balance of the train split (README, "Answer-letter balance"): `permute` moves each
+    # row's correct option to a position drawn uniformly from its options, seeded by rebalance_seed.
+    rebalance: Literal["none", "permute"]
+    rebalance_seed: int
+
+
+class VerlParams(BudgetParams, EngineParams):
+    data_source: str
+    ability: str
+    max_prompt_tokens: PositiveInt | None
+    shuffle: bool
+    seed: int
+    max_rows: NonNegativeInt | None
+
+
+class TrlParams(BudgetParams, EngineParams):
+    splits: list[str]
+    max_total_tokens: PositiveInt | None
+
+
+class LlamaFactoryParams(BudgetParams):
+    splits: list[str]  # one data/llamafactory/<split>.parquet each, all named in its dataset_info.json
+    max_total_tokens: PositiveInt | None
+
+
+class SwiftParams(BudgetParams):
+    splits: list[str]  # SFT: data/swift/<split>.parquet
+    grpo_splits: list[str]  # GRPO: data/swift_grpo/<split>.parquet
+    max_total_tokens: PositiveInt | None  # SFT: prompt + images + response
+    max_prompt_tokens: PositiveInt | None  # GRPO: prompt + images
+
+
+class AuditParams(Section):
+    """Contamination audit (README, "Contamination audit")."""
+
+    near_image_max_distance: Annotated[int, Field(ge=0, lt=32)]  # bits between 64-bit perceptual hashes
+    image_hash: Literal["phash", "dhash"]
+    near_item_threshold: Annotated[float, Field(gt=0, le=1)]  # estimated Jaccard of question+options
+    num_perm: PositiveInt  # MinHash permutations
+    shingle: PositiveInt  # words per shingle
+    seed: int
+    max_pairs_per_row: PositiveInt  # pairs written per train row and kind (counts use all)
+    num_proc: PositiveInt
+    index_rows: PositiveInt  # train rows per in-memory index block (memory, not results)
+    hash_cache_images: NonNegativeInt  # perceptual hashes kept per process for repeated images (time, not results)
+    # verl/trl train outputs leave out train rows matching a test row (stage select; not read by audit)
+    drop_train_contaminated: bool
+
+
+class SubsetParams(Section):
+    """A seeded subset of rows the targets are built from (stage select; README, "Seeded subsets")."""
+
+    # rows per split in `splits`; null = all rows. Not called `size`: DVC's run cache leaves any key named
+    # size or nfiles out of a stage's key (dvc.stage.cache), so `dvc repro`/`dvc exp run` would restore the
+    # outputs of a run with another size (tests/test_selection_rebalance.py checks params.yaml for such keys).
+    rows: PositiveInt | None
+    seed: int
+    stratify: bool  # proportional to dataset_name (Sainte-Laguë rounding); nested like the plain subset
+    splits: list[str]  # the splits it applies to
+
+
+class CardParams(Section):
+    """The dataset cards and hf_bytes' dataset_info.json."""
+
+    pretty_name: Annotated[str, Field(min_length=1)]
+    description: Annotated[str, Field(min_length=1)]
+    license: Annotated[str, Field(min_length=1)]  # a Hub licence id; `other` when the sources' terms apply
+    homepage: str
+    citation: str
+
+
+class PreviewParams(Section):
+    rows_per_split: PositiveInt  # per split and target
+    rejects_per_reason: NonNegativeInt  # per stage, split and reason
+    seed: int
+
+
+class ExportParams(Section):
+    products: list[Literal["hf_bytes", "verl", "trl"]]  # empty: the export stage does not exist
+    rows_per_shard: PositiveInt
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "raw": RawParams,
+    "hf_bytes": HfBytesParams,
+    "tokenizer": TokenizerParams,
+    "verl": VerlParams,
+    "trl": TrlParams,
+    "llamafactory": LlamaFactoryParams,
+    "swift": SwiftParams,
+    "audit": AuditParams,
+    "subset": SubsetParams,
+    "card": CardParams,
+    "preview": PreviewParams,
+    "export": ExportParams,
+}
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> dict:
+    try:
+        with open(path) as f:
+            params = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise ParamsError(f"{path}: cannot read ({e})") from e
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path}: not a mapping of sections")
+    return params
+
+
+def validate(section: str, values, path: Path | str = PARAMS_FILE) -> Section:
+    """The section's values as its model, or ParamsError naming each bad key and what it accepts."""
+    try:
+        return SECTIONS[section].model_validate(values)
+    except ValidationError as e:
+        raise ParamsError(f"{path}: " + "; ".join(_problems(section, e))) from None
+
+
+def _problems(prefix: str, e: ValidationError) -> list[str]:
+    problems = []
+    for err in e.errors():
+        key = ".".join([prefix, *map(str, err["loc"])])
+        got = "" if err["type"] == "missing" else f" (got {err['input']!r})"
+        problems.append(f"{key}: {err['msg']}{got}")
+    return problems
+
+
+def load_section(section: str, path: Path | str = PARAMS_FILE):
+    params = load_params(path)
+    if section not in params:
+        raise ParamsError(f"{path}: section {section!r} missing")
+    return validate(section, params[section], path)
+
+
+def load_input(split: str, path: Path | str = PARAMS_FILE) -> str | list[InputEntry]:
+    """inputs.<split>: the raw input spec of one split (a glob, dir, file or comma list of reference-schema
+    parquet), or a list of InputEntry (each its own files and mapping), concatenated in order."""
+    inputs = load_params(path).get("inputs")
+    if not isinstance(inputs, dict) or split not in inputs:
+        raise ParamsError(f"{path}: inputs.{split} missing (splits: {sorted(inputs or {})})")
+    spec = inputs[split]
+    if isinstance(spec, list) and spec:
+        entries = []
+        for i, entry in enumerate(spec):
+            try:
+                entries.append(InputEntry.model_validate(entry))
+            except ValidationError as e:
+                raise ParamsError(f"{path}: " + "; ".join(_problems(f"inputs.{split}[{i}]", e))) from None
+        return entries
+    if not isinstance(spec, str) or not spec.strip():
+        raise ParamsError(f"{path}: inputs.{split}: expected a non-empty path spec or a list of "
+                          f"{{path, preset | columns}} entries (got {spec!r})")
+    return spec
+
+
+def load_input_data(split: str, path: Path | str = PARAMS_FILE) -> str | None:
+    """input_data.<split>: the file or directory dvc.yaml tracks as hf_bytes@<split>'s data dependency
+    (None when params.yaml has no input_data section, e.g. a stage run by hand)."""
+    value = (load_params(path).get("input_data") or {}).get(split)
+    if value is not None and not isinstance(value, str):
+        raise ParamsError(f"{path}: input_data.{split}: expected a path (got {value!r})")
+    return value

@@ -1,0 +1,145 @@
+"""Engine `ray`: a stage's parts (parts.py) as Ray tasks, one per part, each writing its own part file
+into the output's temporary directory; the stage process only merges their small results (counts,
+rejects records) and publishes the directory. The work itself is parts.run_part, the same code the
+local engine's tables go through, so the files are the same bytes.
+
+Tasks, not Ray Data's read_parquet/write_parquet: Ray Data names files `{uuid}_{block}` and cuts them at
+its own block boundaries, so its output could never be byte-identical to the local engine's. Ray is an
+optional extra (`pip install -e '.[ray]'`), imported only when a stage runs with `engine: ray`."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+from vlprep.core.failures import ClusterUnreachable, InputError, WorkerDied
+from vlprep.engine.parts import Parted, PartResult, run_part
+
+# A task's result is counts and rejects records (small): objects never hold rows, so a small store
+# suffices, and setting it keeps Ray from reserving 30% of the machine's memory in /dev/shm.
+OBJECT_STORE_BYTES = 256 << 20
+# How long connecting to a cluster may take before the stage gives up (Ray itself retries for minutes).
+CONNECT_TIMEOUT_S = 60
+# Attempts of a part whose worker process died (killed, out of memory) before the stage fails.
+TASK_RETRIES = 3
+
+# Read by Ray when it is imported and by the processes it starts: no usage reporting, no auth token
+# (a token an earlier ray.init() left in ~/.ray breaks connecting to a cluster by address), and
+# 127.0.0.1 kept as given (Ray otherwise rewrites it to the machine's external address).
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def import_ray():
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    try:
+        import ray
+    except ImportError:
+        raise InputError("engine: ray needs Ray: pip install -c requirements.lock -e '.[ray]'") from None
+    return ray
+
+
+def cluster_address(address: str | None) -> str | None:
+    """The cluster to use: the param, else RAY_ADDRESS; None: start one in this process."""
+    return address or os.environ.get("RAY_ADDRESS") or None
+
+
+def _probe(address: str) -> None:
+    """Fail fast when nothing listens at host:port (Ray would retry for minutes)."""
+    host_port = address.split("://", 1)[-1]
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return  # e.g. `auto`: Ray finds the address itself, and fails at once when there is none
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as e:
+        raise ClusterUnreachable(f"Ray cluster at {address} unreachable ({e.strerror or e}); "
+                                 "start it, or fix verl/trl/hf_bytes ray_address or RAY_ADDRESS") from None
+
+
+def connect(address: str | None, num_cpus: int) -> Callable[[], None]:
+    """Connect to the cluster at `address`, or start an in-process one with num_cpus workers; returns
+    the function that disconnects (and stops an in-process cluster)."""
+    # ray.init replaces the stage's SIGINT and SIGTERM handlers (Ctrl-C would kill the process outright,
+    # skipping the cleanup that publishes nothing): they are put back once connected.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return _connect(address, num_cpus)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _connect(address: str | None, num_cpus: int) -> Callable[[], None]:
+    ray = import_ray()
+    if address is None:
+        # Its own short temp dir: Ray's socket paths have a length limit, and sessions stay separate.
+        temp = tempfile.mkdtemp(prefix="vlprep-ray-", dir="/tmp")
+        ray.init(address="local", num_cpus=num_cpus, object_store_memory=OBJECT_STORE_BYTES,
+                 include_dashboard=False, _temp_dir=temp, logging_level="warning", log_to_driver=False)
+
+        def stop() -> None:
+            ray.shutdown()
+            shutil.rmtree(temp, ignore_errors=True)
+
+        return stop
+    _probe(address)
+
+    def too_slow(signum, frame):
+        raise ClusterUnreachable(f"Ray cluster at {address}: no answer within {CONNECT_TIMEOUT_S} s; "
+                                 "check the address (verl/trl/hf_bytes ray_address or RAY_ADDRESS)")
+
+    # In the main thread (Ray sets up its driver there), bounded by an alarm: Ray's own connection
+    # retries, in Python, end when the alarm's exception reaches them.
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(CONNECT_TIMEOUT_S)
+    try:
+        ray.init(address=address, logging_level="warning", log_to_driver=False)
+    except ClusterUnreachable:
+        raise
+    except Exception as e:
+        raise ClusterUnreachable(f"Ray cluster at {address}: cannot connect ({str(e).splitlines()[0]})") from None
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return ray.shutdown
+
+
+def run_parts_on_ray(output: Parted, parts: list, unit_fn, attach, address: str | None,
+                     num_cpus: int) -> Callable[[Path], Iterator[PartResult]]:
+    """Connect now (so an unreachable cluster fails before anything is written); the returned function
+    runs every part into `directory` and yields the results in part order."""
+    address = cluster_address(address)
+    stop = connect(address, num_cpus)
+    ray = import_ray()
+
+    def results(directory: Path) -> Iterator[PartResult]:
+        # Every path a task gets is relative to the project directory, which it makes its cwd; the
+        # part files go to the output's absolute temporary directory (shared, on a multi-node cluster).
+        task = ray.remote(run_part).options(num_cpus=1, max_retries=TASK_RETRIES, retry_exceptions=False)
+        cwd, directory = os.getcwd(), Path(directory).resolve()
+        refs = [task.remote(output.fmt, str(directory / output.fmt.name(i, len(parts))), units, unit_fn, attach,
+                            output.observer, cwd) for i, units in enumerate(parts)]
+        finished = False
+        try:
+            for i, ref in enumerate(refs):
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    raise e.cause from None  # what the part raised (InputError: one line; a bug: its traceback)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                        ray.exceptions.ObjectLostError) as e:
+                    raise WorkerDied(f"part {i} of {len(parts)}: its Ray worker died {TASK_RETRIES + 1} times "
+                                     f"({type(e).__name__}); nothing was published") from None
+            finished = True
+        finally:
+            if not finished:  # interrupted or failed: no task may go on writing into a directory about to be removed
+                for ref in refs:
+                    ray.cancel(ref, force=True)
+            stop()
+
+    return results

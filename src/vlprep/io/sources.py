@@ -1,0 +1,368 @@
+"""Input specs -> a sorted, de-duplicated list of files -> work units (parquet row groups, chunks of
+CSV / JSON Lines / JSON rows, record batches of a saved dataset)."""
+from __future__ import annotations
+
+import csv
+import functools
+import glob
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vlprep.io import remote
+from vlprep.core.failures import InputError
+
+
+# File format -> the extensions a directory is searched for.
+SUFFIXES = {"parquet": (".parquet",), "csv": (".csv",), "json": (".json",), "jsonl": (".jsonl", ".ndjson")}
+
+
+def file_format(path: Path | str, default: str | None = None) -> str | None:
+    """The format a file's extension names, else `default`."""
+    suffix = Path(path).suffix.lower()
+    return next((fmt for fmt, suffixes in SUFFIXES.items() if suffix in suffixes), default)
+
+
+def resolve_inputs(spec: str, base: Path = Path("."), fmt: str = "parquet") -> list[Path]:
+    """Accept what the reference tools accepted: a glob, a directory (all *.parquet below it, recursively;
+    files of `fmt` for other formats), a single file, or a comma-separated list of these. Each part's
+    matches are sorted (so output order never depends on the file system); duplicates are removed
+    keeping the first occurrence."""
+    files: list[Path | str] = []
+    for part in (p.strip() for p in str(spec).split(",")):
+        if not part:
+            continue
+        if remote.is_s3(part):  # listed in place, never copied (remote.py); S3 keys stay strings
+            if fmt != "parquet":
+                raise InputError(f"input {part!r}: S3 inputs are read as parquet only")
+            matches = remote.list_files(part, SUFFIXES[fmt])
+            if not matches:
+                raise InputError(f"input {part!r} matched no {fmt} files (or no such bucket/prefix)")
+            files.extend(matches)
+            continue
+        path = Path(os.path.expanduser(part))
+        path = path if path.is_absolute() else base / path
+        if glob.has_magic(str(path)):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        elif path.is_dir():
+            matches = sorted(p for suffix in SUFFIXES[fmt] for p in path.rglob(f"*{suffix}") if p.is_file())
+        elif path.is_file():
+            matches = [path]
+        else:
+            raise InputError(f"input {part!r} does not exist")
+        if not matches:
+            raise InputError(f"input {part!r} matched no {fmt} files")
+        files.extend(matches)
+    seen: set = set()
+    unique = []
+    for f in files:
+        key = f if remote.is_s3(f) else f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if not unique:
+        raise InputError(f"input spec {spec!r} names no files")
+    return unique
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of a raw parquet file: the unit of work hf_bytes hands a process, so memory is
+    bounded by one row group."""
+
+    path: str
+    row_group: int
+    first_row: int  # the group's first row within its file: rejects and error messages name file + row
+    rows: int = 0  # rows in the group (for progress)
+    entry: int = 0  # which inputs.<split> entry the file belongs to (its mapping), for list-form inputs
+
+    @property
+    def source(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """Up to TEXT_ROWS_PER_UNIT rows of a CSV, JSON Lines or JSON (array) file: the unit of work for
+    text inputs, like a parquet row group. CSV and JSON Lines are read from the chunk's byte offset, so a
+    file is streamed, never loaded whole; a JSON array is parsed whole (once per process)."""
+
+    path: str
+    format: str  # csv | jsonl | json
+    offset: int  # byte offset of the chunk's first row (csv, jsonl; 0 for json)
+    first_row: int  # the chunk's first row within its file (the header does not count)
+    num_rows: int
+    entry: int = 0
+    header: tuple = ()  # csv column names
+
+    @property
+    def rows(self) -> int:  # (for progress)
+        return self.num_rows
+
+    @property
+    def source(self) -> str:
+        return self.path
+
+
+@dataclass(frozen=True)
+class ArrowBatch:
+    """One record batch of an Arrow stream shard of a saved dataset (hf_bytes): what verl/trl read."""
+
+    path: str  # the shard file
+    offset: int  # byte offset of the record batch message in it
+    first_row: int  # the batch's first row within the whole dataset (all shards): a row's stable id
+    rows: int = 0  # rows in the batch (for progress)
+
+    @property
+    def source(self) -> str:
+        return str(Path(self.path).parent)  # the dataset directory, in which first_row counts
+
+
+Unit = RowGroup | ArrowBatch | TextChunk
+
+# Rows per text unit: text rows are small, but each names its images, read in the same unit.
+TEXT_ROWS_PER_UNIT = 256
+# A row read from a text file that is not a record (a JSON line that does not parse, a CSV row whose
+# field count differs from the header's): the row is dropped (row_malformed), the file still read.
+MALFORMED = "__vlprep_malformed__"
+
+
+@functools.lru_cache(maxsize=8)
+def open_parquet(path: Path | str) -> pq.ParquetFile:
+    # pre_buffer=False: the default buffers whole column chunks ahead, making memory grow with file size.
+    # Cached: a file's row groups are read one after another, and parsing its footer each time costs.
+    try:
+        return pq.ParquetFile(remote.open_input(path) if remote.is_s3(path) else path, pre_buffer=False)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{path}: not a readable parquet file ({e})") from e
+
+
+def plan_units(files: list[Path], required: tuple[str, ...]) -> list[RowGroup]:
+    """Check every file's schema up front (so a bad shard fails before any work) and list its row groups."""
+    units = []
+    for path in files:
+        pf = open_parquet(path)
+        missing = [c for c in required if c not in pf.schema_arrow.names]
+        if missing:
+            raise InputError(f"{path}: missing required column(s) {missing}; has {pf.schema_arrow.names}")
+        first = 0
+        for i in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(i).num_rows
+            units.append(RowGroup(str(path), i, first, rows))
+            first += rows
+    return units
+
+
+def plan_arrow_units(files: list[Path]) -> list[ArrowBatch]:
+    """Record batches of Arrow stream files (the save_to_disk layout) with their byte offsets.
+
+    The stream format has no index; scanning message headers through a memory map touches only
+    metadata pages, and lets each worker later map just its batch (see read_unit)."""
+    units, first = [], 0
+    for path in files:
+        schema = _arrow_schema(path)
+        with pa.memory_map(str(path)) as src:
+            reader = pa.ipc.MessageReader.open_stream(src)
+            while True:
+                pos = src.tell()
+                try:
+                    msg = reader.read_next_message()
+                except StopIteration:
+                    break
+                if msg.type == "record batch":
+                    rows = pa.ipc.read_record_batch(msg, schema).num_rows
+                    units.append(ArrowBatch(str(path), pos, first, rows))
+                    first += rows
+    return units
+
+
+def _arrow_schema(path) -> pa.Schema:
+    with pa.OSFile(str(path)) as f:
+        return pa.ipc.read_schema(f)
+
+
+def hf_dataset_files(dataset_dir: Path) -> list[Path]:
+    """The Arrow shards of a save_to_disk directory, in the order its state.json lists them."""
+    state = Path(dataset_dir) / "state.json"
+    if not state.is_file():
+        raise InputError(f"{dataset_dir}: not a saved datasets directory (no state.json)")
+    return [Path(dataset_dir) / f["filename"] for f in json.loads(state.read_text())["_data_files"]]
+
+
+def split_files(path: Path) -> list[Path]:
+    """A verl/trl split's parquet files in order: the parts of its directory (README, "Output parts"),
+    or the one file given."""
+    path = Path(path)
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path] if path.is_file() else []
+    if not files:
+        raise InputError(f"{path}: missing (run its stage first)")
+    return files
+
+
+def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
+    try:
+        if isinstance(unit, ArrowBatch):
+            # Memory-mapped, one map per unit: the batch's buffers are the page cache's pages, not a copy,
+            # and image bytes that pass through reach the writer without ever being copied. The pages
+            # stay mapped only while the table lives, so resident memory stays one unit's worth.
+            with pa.memory_map(unit.path) as f:
+                schema = pa.ipc.read_schema(f)
+                f.seek(unit.offset)
+                batch = pa.ipc.read_record_batch(pa.ipc.read_message(f), schema)
+            table = pa.Table.from_batches([batch])
+            return table.select([c for c in columns if c in table.column_names]) if columns else table
+        pf = open_parquet(unit.path)
+        names = [c for c in columns if c in pf.schema_arrow.names] if columns else None
+        return pf.read_row_group(unit.row_group, columns=names)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise InputError(f"{unit.source}: rows from {unit.first_row} unreadable ({e}); "
+                         "if the input was changed or removed while the stage ran, rerun") from e
+
+
+def _lines(f, position: list[int]):
+    """Decoded lines of a binary file, advancing position[0] by each line's bytes: exact offsets of
+    record boundaries whatever the encoding, and csv.reader still sees quoted newlines."""
+    for line in f:
+        position[0] += len(line)
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise InputError(f"{f.name}: not UTF-8 text at byte {position[0] - len(line)} ({e})") from None
+        yield text.lstrip("\ufeff") if position[0] == len(line) else text
+
+
+def _csv_records(f, position):
+    for record in csv.reader(_lines(f, position)):
+        if record:  # a blank line is no record
+            yield record
+
+
+def _jsonl_records(f, position):
+    for line in _lines(f, position):
+        if line.strip():
+            yield line
+
+
+def plan_text_units(path: Path, fmt: str, entry: int = 0, rows_per_unit: int = TEXT_ROWS_PER_UNIT) -> tuple[list[TextChunk], list[str]]:
+    """One streaming pass over a text file: its chunks (with their byte offsets) and its column names
+    (the CSV header; for JSON, every key any row has)."""
+    units: list[TextChunk] = []
+    columns: dict[str, None] = {}
+    try:
+        if fmt == "json":
+            rows = _json_rows(str(path))
+            for row in rows:
+                if isinstance(row, dict):
+                    columns.update(dict.fromkeys(row))
+            units = [TextChunk(str(path), fmt, 0, first, min(rows_per_unit, len(rows) - first), entry)
+                     for first in range(0, len(rows), rows_per_unit)]
+            return units, list(columns)
+        with open(path, "rb") as f:
+            position = [0]
+            records = _csv_records(f, position) if fmt == "csv" else _jsonl_records(f, position)
+            header: tuple = ()
+            if fmt == "csv":
+                header = tuple(next(records, None) or ())
+                if not header:
+                    raise InputError(f"{path}: empty CSV file (no header)")
+                columns = dict.fromkeys(header)
+            start, count, first = position[0], 0, 0
+            for record in records:
+                if fmt == "jsonl":
+                    try:
+                        value = json.loads(record)
+                    except json.JSONDecodeError:
+                        value = None
+                    if isinstance(value, dict):
+                        columns.update(dict.fromkeys(value))
+                count += 1
+                if count == rows_per_unit:
+                    units.append(TextChunk(str(path), fmt, start, first, count, entry, header))
+                    start, first, count = position[0], first + count, 0
+            if count:
+                units.append(TextChunk(str(path), fmt, start, first, count, entry, header))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e})") from e
+    except csv.Error as e:
+        raise InputError(f"{path}: not a readable CSV file ({e})") from e
+    return units, list(columns)
+
+
+@functools.lru_cache(maxsize=1)
+def _json_rows(path: str) -> list:
+    """A JSON file: an array of objects, or (when it does not start with '[') JSON Lines."""
+    with open(path, "rb") as f:
+        text = f.read().decode("utf-8-sig", errors="strict")
+    if not text.lstrip().startswith("["):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # several values: JSON Lines
+        if whole is not None:
+            raise InputError(f"{path}: a JSON {type(whole).__name__}, not an array of row objects (nor JSON Lines)")
+        rows = []
+        for line in text.splitlines():
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    rows.append(None)
+        return rows
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(rows, list):
+        raise InputError(f"{path}: a JSON {type(rows).__name__}, not an array of row objects (nor JSON Lines)")
+    return rows
+
+
+def read_text_unit(unit: TextChunk, columns: list[str] | None = None) -> list[dict]:
+    """A text chunk's rows as dicts (values as parsed: CSV cells are strings, blank cells None);
+    a row that is not a record is {MALFORMED: detail}."""
+    keep = set(columns) if columns else None
+
+    def pick(record) -> dict:
+        if not isinstance(record, dict):
+            return {MALFORMED: f"not an object: {str(record)[:200]}"}
+        return {k: v for k, v in record.items() if keep is None or k in keep}
+
+    if unit.format == "json":
+        return [pick(r) for r in _json_rows(unit.path)[unit.first_row:unit.first_row + unit.num_rows]]
+    rows = []
+    try:
+        with open(unit.path, "rb") as f:
+            f.seek(unit.offset)
+            position = [unit.offset]
+            records = _csv_records(f, position) if unit.format == "csv" else _jsonl_records(f, position)
+            for record in records:
+                if unit.format == "csv":
+                    if len(record) != len(unit.header):
+                        rows.append({MALFORMED: f"{len(record)} fields, header has {len(unit.header)}"})
+                    else:
+                        rows.append(pick({k: (v if v != "" else None) for k, v in zip(unit.header, record)}))
+                else:
+                    try:
+                        rows.append(pick(json.loads(record)))
+                    except json.JSONDecodeError as e:
+                        rows.append({MALFORMED: f"invalid JSON: {e}"})
+                if len(rows) == unit.num_rows:
+                    break
+    except (OSError, csv.Error) as e:
+        raise InputError(f"{unit.path}: unreadable at byte {unit.offset} ({e})") from e
+    return rows
+
+
+def read_rows(unit: Unit, columns: list[str] | None = None) -> list[dict]:
+    """A raw unit's rows as dicts, whatever the file type."""
+    if isinstance(unit, TextChunk):
+        return read_text_unit(unit, columns)
+    return read_unit(unit, columns).to_pylist()
+
+
+def parquet_columns(path: Path | str) -> pa.Schema:
+    return open_parquet(path).schema_arrow
