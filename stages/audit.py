@@ -1,6 +1,8 @@
-"""Stage `audit`: contamination between two hf_bytes splits.
-usage: audit.py TRAIN_DIR TEST_DIR OUT_DIR  -> OUT_DIR/{pairs,flagged_train_rows}.parquet, metrics/audit/contamination.json"""
+"""Stage `audit`: contamination between the hf_bytes train and test splits, and duplicates within train.
+Without a test split (inputs.test absent), train is checked against itself only, and the stage says so.
+usage: audit.py HF_BYTES_DIR OUT_DIR  -> OUT_DIR/{pairs,flagged_train_rows}.parquet, metrics/audit/contamination.json"""
 import argparse
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -9,19 +11,24 @@ import pyarrow.parquet as pq
 from vlprep.curation.audit import FLAGGED_SCHEMA, PAIRS_SCHEMA, AuditRun
 from vlprep.core.failures import stage_main
 from vlprep.core.metrics import write_json
-from vlprep.core.params import load_section
+from vlprep.core.params import ParamsError, input_splits, load_section
 from vlprep.io.sources import hf_dataset_files, plan_arrow_units
 from vlprep.core.writers import FixedRowGroups, atomic_path
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("train", type=Path)
-    ap.add_argument("test", type=Path)
+    ap.add_argument("hf_bytes", type=Path)
     ap.add_argument("output", type=Path)
     args = ap.parse_args()
     p = load_section("audit")
-    units = [plan_arrow_units(hf_dataset_files(d)) for d in (args.train, args.test)]
+    splits = input_splits()
+    if "train" not in splits:
+        raise ParamsError("params.yaml: inputs.train missing: the audit checks the train split (against test)")
+    if "test" not in splits:
+        print("audit: no test split (inputs.test absent): train is checked for duplicates within itself only",
+              file=sys.stderr)
+    units = [plan_arrow_units(hf_dataset_files(args.hf_bytes / s)) if s in splits else [] for s in ("train", "test")]
     run = AuditRun(p, p.num_proc)
     # Each train block's pairs and flagged rows are written as it ends; published atomically, and zero
     # rows is a valid result here (nothing contaminated), unlike writers.write_parquet.

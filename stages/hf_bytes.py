@@ -6,7 +6,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
-from vlprep.products.card import Card, StageDrops, description_text, loading_hf_bytes, render_card
+from vlprep.products.card import HF_BYTES_WHAT, StageDrops, card_text, description_text, loading_hf_bytes
 from vlprep.ingest.mapping import compile_inputs, containment_warnings, plan_inputs
 from vlprep.core.params import SCHEDULING_KEYS, load_input, load_input_data, load_section
 from vlprep.core.failures import stage_main
@@ -37,9 +37,8 @@ def main() -> None:
         built_by = {"inputs": {args.split: entries},
                     "hf_bytes": p.model_dump(exclude=SCHEDULING_KEYS)}
         drops = [StageDrops("hf_bytes", args.split, stats.rows_in, rows, dict(sorted(stats.dropped.items())))]
-        return render_card(Card("hf_bytes", c.pretty_name, c.description, c.license, c.homepage, c.citation,
-                                HF_BYTES_FEATURES, {args.split: rows}, {args.split: ""}, built_by, drops,
-                                loading_hf_bytes(args.split)))
+        return card_text("hf_bytes", HF_BYTES_WHAT, ["visual-question-answering"], c, HF_BYTES_FEATURES, {args.split: rows}, {args.split: ""}, built_by, drops,
+                         loading_hf_bytes(args.split))
 
     info = {"description": description_text(c.pretty_name, c.description, "hf_bytes"),
             "license": c.license, "homepage": c.homepage, "citation": c.citation}

@@ -1,4 +1,4 @@
-"""Stage `select`: which rows of each hf_bytes split verl and trl are built from (vlprep.curation.selection).
+"""Stage `select`: which rows of each hf_bytes split the targets are built from (vlprep.curation.selection).
 usage: select_rows.py --flagged FLAGGED_TRAIN_ROWS.parquet HF_BYTES_DIR OUT_DIR
 -> OUT_DIR/<split>.parquet for every split in `inputs` (the rows left out), metrics/select.json"""
 import argparse
@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from vlprep.core.failures import stage_main
 from vlprep.core.metrics import write_json
-from vlprep.core.params import load_params, load_section
+from vlprep.core.params import input_splits, load_section
 from vlprep.curation.selection import read_flagged, select_rows, selection_table
 from vlprep.io.sources import hf_dataset_files, plan_arrow_units, read_unit
 from vlprep.core.writers import atomic_path
@@ -34,7 +34,7 @@ def main() -> None:
     subset = load_section("subset")
     drop = load_section("audit").drop_train_contaminated
     metrics = {}
-    for split in sorted(load_params()["inputs"]):
+    for split in sorted(input_splits()):
         names, indexes = identities(args.hf_bytes / split)
         flagged = read_flagged(args.flagged) if drop and split == "train" else {}
         size = subset.rows if split in subset.splits else None

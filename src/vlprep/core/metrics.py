@@ -45,9 +45,9 @@ DROP_REASONS = {
     # trainer targets (verl, trl)
     "image_aspect_ratio": "aspect ratio above 200: Qwen's image processor refuses it",
     "reserved_marker_in_text": "<image> or a chat special token inside the text",
-    "reasoning_missing": "no reasoning: nothing for SFT to teach",
-    "over_max_prompt_tokens": "prompt (text + image tokens) longer than verl.max_prompt_tokens",
-    "over_max_total_tokens": "prompt + images + response longer than trl.max_total_tokens",
+    "reasoning_missing": "no reasoning, with the SFT target's response: reasoning",
+    "over_max_prompt_tokens": "prompt (text + image tokens) longer than the target's max_prompt_tokens",
+    "over_max_total_tokens": "prompt + images + response longer than the target's max_total_tokens",
     "beyond_max_rows": "past verl.max_rows",
     # row selection (stage select, applied by verl and trl): contamination, then the seeded subset
     "contaminated_exact_image": "train row sharing an image's exact bytes with a test row (audit), with audit.drop_train_contaminated",
@@ -55,6 +55,30 @@ DROP_REASONS = {
     "contaminated_near_item": "train row whose question and options nearly repeat a test row's (audit), with audit.drop_train_contaminated",
     "outside_subset": "not among the subset.rows rows the seeded subset selected",
 }
+
+
+# reason -> what changes it ({stage}: the stage's params section), for "zero rows kept" and the docs.
+DROP_FIXES = {
+    "reasoning_missing": "set {stage}.response: auto (teach the answer where a row has no reasoning) or answer",
+    "over_max_prompt_tokens": "raise or null {stage}.max_prompt_tokens",
+    "over_max_total_tokens": "raise or null {stage}.max_total_tokens",
+    "beyond_max_rows": "raise or null {stage}.max_rows",
+    "question_type_excluded": "add the rows' type (mcq, open, yesno) to hf_bytes.question_types",
+    "image_aspect_ratio": "the model's image processor refuses these images: crop or drop them at the source",
+    "no_image": "map an image column (inputs.<split>[i].columns), or set hf_bytes.strict_image: false",
+    "outside_subset": "raise or null subset.rows",
+    "contaminated_exact_image": "set audit.drop_train_contaminated: false to keep them (see data/audit/pairs.parquet)",
+    "contaminated_near_image": "set audit.drop_train_contaminated: false to keep them (see data/audit/pairs.parquet)",
+    "contaminated_near_item": "set audit.drop_train_contaminated: false to keep them (see data/audit/pairs.parquet)",
+}
+
+
+def what_to_do(stage: str, dropped: dict[str, int]) -> str:
+    """The fix for the most frequent drop reason that has one, or ''."""
+    for reason, _ in sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0])):
+        if reason in DROP_FIXES:
+            return f"{reason}: {DROP_FIXES[reason].format(stage=stage)}"
+    return ""
 
 
 class Rejected(Exception):
@@ -105,6 +129,7 @@ class StageStats:
     # One record per dropped row (RowRef fields + reason + detail; no image bytes), in drop order. The
     # runner moves them to the rejects file after every unit, so this holds one unit's worth at most.
     rejects: list = field(default_factory=list)
+    output: dict | None = None  # the published output's fingerprint (engine.parts.Parted.publish)
 
     def drop(self, rejected: Rejected, ref: RowRef) -> None:
         self.dropped[rejected.reason] += 1
@@ -146,6 +171,7 @@ class StageStats:
             **dict(sorted(self.counts.items())),
             **{name: summarize(hist) for name, hist in sorted(self.series.items())},
             **{name: dict(sorted(hist.items())) for name, hist in sorted(self.categories.items())},
+            **({"output": self.output} if self.output else {}),
         }
 
 
@@ -173,6 +199,18 @@ def histogram_rows(hist: Counter, name: str) -> list[dict]:
 def plot_files(stats: StageStats) -> dict[str, list[dict]]:
     """series/category name -> its plot rows: what a stage writes under plots/<stage>/<split>/."""
     return {name: histogram_rows(hist, name) for name, hist in sorted({**stats.series, **stats.categories}.items())}
+
+
+def read_metrics(stage: str, split: str) -> dict:
+    """A data stage's metrics for one split (metrics/<stage>/<split>.json), or InputError naming it."""
+    from vlprep.core.failures import InputError
+    from vlprep.core.paths import metrics_file
+
+    path = metrics_file(stage, split)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read the {stage} metrics ({e}); run `dvc repro` first") from e
 
 
 def write_json(path: Path, data) -> None:

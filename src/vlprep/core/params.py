@@ -156,13 +156,20 @@ class TokenizerParams(Section):
     out: str
 
 
-class BudgetParams(Section):
-    """What every trainer target reads: the tokenizer and Qwen2.5-VL's image-token budget."""
+class ModelParams(Section):
+    """The model every target is built for (README, "Model"): its tokenizer and its image processor's
+    budget. Read by every target, and by nothing upstream: changing it reruns exactly the targets."""
 
-    tokenizer: str  # a local dir or a hub id
+    tokenizer: str  # a local dir (the default: the Qwen2.5-VL tokenizer built offline) or a hub id
+    # Qwen2.5-VL image processor defaults: image tokens are counted as it resizes.
     min_pixels: PositiveInt
     max_pixels: PositiveInt
-    # Re-encode only images above max_pixels, to the size the processor would resize them to.
+
+
+class TargetParams(EngineParams):
+    """What every trainer target section holds (one section per target, read by its stages only)."""
+
+    # Re-encode only images above model.max_pixels, to the size the processor would resize them to.
     resize_to_max_pixels: bool
     row_group_size: PositiveInt
     num_proc: PositiveInt
@@ -172,7 +179,15 @@ class BudgetParams(Section):
     rebalance_seed: int
 
 
-class VerlParams(BudgetParams, EngineParams):
+class SftParams(TargetParams):
+    # What the assistant turn teaches: `reasoning`: <think>reasoning</think><answer>..</answer>, rows
+    # without reasoning dropped (reasoning_missing); `answer`: <answer>..</answer> only; `auto`: the
+    # first where the row has reasoning, else the second (counted in metrics as response_<mode>).
+    response: Literal["auto", "reasoning", "answer"]
+    max_total_tokens: PositiveInt | None  # prompt + images + response; null = keep all
+
+
+class VerlParams(TargetParams):
     data_source: str
     ability: str
     max_prompt_tokens: PositiveInt | None
@@ -181,21 +196,35 @@ class VerlParams(BudgetParams, EngineParams):
     max_rows: NonNegativeInt | None
 
 
-class TrlParams(BudgetParams, EngineParams):
-    splits: list[str]
-    max_total_tokens: PositiveInt | None
+class TrlParams(SftParams):
+    pass
 
 
-class LlamaFactoryParams(BudgetParams):
-    splits: list[str]  # one data/llamafactory/<split>.parquet each, all named in its dataset_info.json
-    max_total_tokens: PositiveInt | None
+class LlamaFactoryParams(SftParams):
+    pass
 
 
-class SwiftParams(BudgetParams):
-    splits: list[str]  # SFT: data/swift/<split>.parquet
-    grpo_splits: list[str]  # GRPO: data/swift_grpo/<split>.parquet
-    max_total_tokens: PositiveInt | None  # SFT: prompt + images + response
-    max_prompt_tokens: PositiveInt | None  # GRPO: prompt + images
+class SwiftParams(SftParams):
+    pass
+
+
+class SwiftGrpoParams(TargetParams):
+    max_prompt_tokens: PositiveInt | None  # prompt + images; null = keep all
+
+
+# Split names: what a directory and a DVC stage name can hold.
+SplitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class TargetsParams(Section):
+    """Which splits each target builds; [] switches a target off. Every target of core/targets.py is
+    listed (dvc.yaml iterates over each list), and a listed split must be one of `inputs`."""
+
+    verl: list[SplitName]
+    trl: list[SplitName]
+    llamafactory: list[SplitName]
+    swift: list[SplitName]
+    swift_grpo: list[SplitName]
 
 
 class AuditParams(Section):
@@ -244,7 +273,8 @@ class PreviewParams(Section):
 
 
 class ExportParams(Section):
-    products: list[Literal["hf_bytes", "verl", "trl"]]  # empty: the export stage does not exist
+    # hf_bytes or any target (core/targets.py) the params build; empty: the export stage does not exist
+    products: list[Literal["hf_bytes", "verl", "trl", "llamafactory", "swift", "swift_grpo"]]
     rows_per_shard: PositiveInt
 
 
@@ -252,10 +282,13 @@ SECTIONS: dict[str, type[Section]] = {
     "raw": RawParams,
     "hf_bytes": HfBytesParams,
     "tokenizer": TokenizerParams,
+    "model": ModelParams,
+    "targets": TargetsParams,
     "verl": VerlParams,
     "trl": TrlParams,
     "llamafactory": LlamaFactoryParams,
     "swift": SwiftParams,
+    "swift_grpo": SwiftGrpoParams,
     "audit": AuditParams,
     "subset": SubsetParams,
     "card": CardParams,
@@ -327,3 +360,24 @@ def load_input_data(split: str, path: Path | str = PARAMS_FILE) -> str | None:
     if value is not None and not isinstance(value, str):
         raise ParamsError(f"{path}: input_data.{split}: expected a path (got {value!r})")
     return value
+
+
+def input_splits(path: Path | str = PARAMS_FILE) -> list[str]:
+    """The splits params.yaml builds: the keys of `inputs` whose value is not null, in order. A split
+    absent from `inputs` is not built (no test split is a supported configuration)."""
+    inputs = load_params(path).get("inputs")
+    if not isinstance(inputs, dict) or not any(v is not None for v in inputs.values()):
+        raise ParamsError(f"{path}: inputs: expected at least one split (e.g. inputs.train: <path>)")
+    return [split for split, spec in inputs.items() if spec is not None]
+
+
+def load_targets(path: Path | str = PARAMS_FILE) -> dict[str, list[str]]:
+    """targets: target -> the splits it builds (core/targets.py lists them all), each one of `inputs`."""
+    targets = load_section("targets", path).model_dump()
+    splits = input_splits(path)
+    for target, wanted in targets.items():
+        missing = [s for s in wanted if s not in splits]
+        if missing:
+            raise ParamsError(f"{path}: targets.{target} lists {missing}, which inputs does not build "
+                              f"(inputs: {splits}): remove them from targets.{target}, or add them to inputs")
+    return targets

@@ -140,6 +140,15 @@ SWIFT_GRPO_FEATURES = {
 }
 SWIFT_GRPO_SCHEMA = arrow_schema(SWIFT_GRPO_FEATURES)
 
+# Each target's rows, by its name in core/targets.py (the targets' modules use the same objects).
+TARGET_SCHEMAS = {
+    "verl": VERL_SCHEMA,
+    "trl": TRL_SCHEMA,
+    "llamafactory": LLAMAFACTORY_SCHEMA,
+    "swift": SWIFT_SCHEMA,
+    "swift_grpo": SWIFT_GRPO_SCHEMA,
+}
+
 # Rejects: one row per dropped row, per stage and split (data/rejects/<stage>/<split>.parquet), so a
 # user can find and fix the rows. `source` and `row` locate it: the raw file and the row within it
 # (hf_bytes), or the hf_bytes split directory and the row's position in it (verl, trl).

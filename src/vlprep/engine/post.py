@@ -1,4 +1,7 @@
-"""A seeded shuffle of a stream of tables in bounded memory (external bucket shuffle).
+"""Post steps: transforms of a stage's ordered stream of output tables, counting what they remove (a
+target names them, e.g. verl's shuffle and max_rows).
+
+A seeded shuffle in bounded memory (external bucket shuffle):
 
 Pass 1 gives every row a random 63-bit key and appends it to one of B bucket files by key; pass 2 loads
 one bucket at a time and emits it sorted by key. Rows are uniformly shuffled, memory is one bucket
@@ -8,11 +11,16 @@ from __future__ import annotations
 import math
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from vlprep.core.metrics import Rejected, RowRef, StageStats
+
+# A transform of the ordered stream of output tables (shuffle, max_rows), counting what it removes.
+Post = Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]
 
 BUCKET_BYTES = 256 << 20
 
@@ -45,3 +53,23 @@ def shuffled(tables: Iterator[pa.Table], seed: int, work_dir: Path, expected_byt
             del bucket
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def limit_rows(max_rows: int | None, refs: Callable[[pa.Table], list[RowRef]]) -> Post:
+    """Keep the first max_rows rows; the rest are dropped as 'beyond_max_rows'. refs(table) names a
+    table's rows for the rejects file."""
+
+    def post(tables: Iterator[pa.Table], stats: StageStats) -> Iterator[pa.Table]:
+        kept = 0
+        for table in tables:
+            room = table.num_rows if max_rows is None else max(0, max_rows - kept)
+            if table.num_rows > room:
+                for ref in refs(table.slice(room)):
+                    stats.drop(Rejected("beyond_max_rows", f"max_rows={max_rows}"), ref)
+                stats.rows_out -= table.num_rows - room
+                table = table.slice(0, room)
+            kept += table.num_rows
+            yield table
+
+    return post
+

@@ -12,7 +12,8 @@ import pyarrow as pa
 
 from vlprep.io import remote
 from vlprep.engine.executor import AttachFn, as_is, run_units
-from vlprep.core.metrics import Rejected, RowRef, StageStats, plot_files, write_json
+from vlprep.core import paths
+from vlprep.core.metrics import StageStats, plot_files, what_to_do, write_json
 from vlprep.engine.progress import with_progress
 from vlprep.core.schema import REJECTS_SCHEMA
 from vlprep.core.failures import InputError
@@ -21,13 +22,7 @@ from vlprep.core.params import EngineParams
 from vlprep.engine.parts import Observer, Parted, PartInfo, PartResult, plan_parts, write_stream
 from vlprep.engine.ray_engine import run_parts_on_ray
 from vlprep.core.writers import EmptyOutput, parquet_sink
-
-# A transform of the ordered stream of output tables (shuffle, max_rows), counting what it removes.
-Post = Callable[[Iterator[pa.Table], StageStats], Iterator[pa.Table]]
-
-
-def rejects_path(stage: str, split: str) -> Path:
-    return Path("data/rejects") / stage / f"{split}.parquet"
+from vlprep.engine.post import Post
 
 
 def run_stage(
@@ -50,12 +45,12 @@ def run_stage(
     each unit's table (see executor.run_units). `post` transforms the ordered stream of output tables
     in turn (engine local only)."""
     name = f"{stage}[{split}]"
-    metrics_path = Path("metrics") / stage / f"{split}.json"
-    plots_dir = Path("plots") / stage / split
+    metrics_path = paths.metrics_file(stage, split)
+    plots_dir = paths.plots_dir(stage, split)
     stats = StageStats()
     empty = False
     try:
-        with parquet_sink(rejects_path(stage, split), REJECTS_SCHEMA) as write_rejects:
+        with parquet_sink(paths.rejects_file(stage, split), REJECTS_SCHEMA) as write_rejects:
             def flushing(tables: Iterator[pa.Table]) -> Iterator[pa.Table]:
                 # Rejects leave memory as each table passes: bounded by a unit, like the tables.
                 for table in tables:
@@ -93,8 +88,9 @@ def run_stage(
     if empty:
         # An empty training set is never what the user wanted: fail, and say what was dropped.
         write_json(metrics_path, stats.as_dict())
+        fix = what_to_do(stage, stats.dropped)
         sys.exit(f"{name}: zero rows kept of {stats.rows_in}; dropped: {dict(stats.dropped)}; "
-                 f"see {rejects_path(stage, split)}")
+                 + (f"to keep them, {fix}; " if fix else "") + f"see {paths.rejects_file(stage, split)}")
     stats.check_balance()
     write_json(metrics_path, stats.as_dict())
     for plot, rows in plot_files(stats).items():
@@ -151,23 +147,3 @@ def _flush(stats: StageStats, stage: str, split: str, write_rejects) -> None:
     records = stats.take_rejects()
     if records:
         write_rejects(pa.Table.from_pylist([{"stage": stage, "split": split, **r} for r in records], schema=REJECTS_SCHEMA))
-
-
-def limit_rows(max_rows: int | None, refs: Callable[[pa.Table], list[RowRef]]) -> Post:
-    """Keep the first max_rows rows; the rest are dropped as 'beyond_max_rows'. refs(table) names a
-    table's rows for the rejects file."""
-
-    def post(tables: Iterator[pa.Table], stats: StageStats) -> Iterator[pa.Table]:
-        kept = 0
-        for table in tables:
-            room = table.num_rows if max_rows is None else max(0, max_rows - kept)
-            if table.num_rows > room:
-                for ref in refs(table.slice(room)):
-                    stats.drop(Rejected("beyond_max_rows", f"max_rows={max_rows}"), ref)
-                stats.rows_out -= table.num_rows - room
-                table = table.slice(0, room)
-            kept += table.num_rows
-            yield table
-
-    return post
-

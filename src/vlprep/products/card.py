@@ -18,22 +18,9 @@ import yaml
 
 from vlprep.core.metrics import DROP_REASONS
 
-# The Hub's task ids, per product.
-TASK_CATEGORIES = {
-    "hf_bytes": ["visual-question-answering"],
-    "verl": ["visual-question-answering", "reinforcement-learning"],
-    "trl": ["visual-question-answering", "image-text-to-text"],
-}
-
-WHAT = {
-    "hf_bytes": "the cleaned rows with their encoded image bytes, one `datasets` split per directory "
-                "(`save_to_disk` layout)",
-    "verl": "verl `RLHFDataset` rows for GRPO/PPO: a chat `prompt` with one `<image>` per image, "
-            "`images`, `reward_model.ground_truth` and `extra_info` (ids, answer label, token counts)",
-    "trl": "TRL vision SFT rows: the hf_bytes columns plus `messages` (user turn with image parts, "
-           "assistant turn with `<think>`/`<answer>`), `text` rendered with the chat template, and "
-           "token counts",
-}
+# hf_bytes' line (the targets' lines are in core/targets.py).
+HF_BYTES_WHAT = ("the cleaned rows with their encoded image bytes, one `datasets` split per directory "
+                 "(`save_to_disk` layout)")
 
 
 def features_from_arrow(schema: pa.Schema) -> dict:
@@ -119,7 +106,9 @@ class StageDrops:
 
 @dataclass(frozen=True)
 class Card:
-    product: str  # hf_bytes | verl | trl
+    product: str  # hf_bytes or a target (core/targets.py)
+    what: str  # one line: what a row holds
+    task_categories: list[str]  # the Hub's task ids
     pretty_name: str
     description: str
     license: str
@@ -130,16 +119,24 @@ class Card:
     files: dict[str, str]  # split -> where its data is, relative to the card ("" = this directory)
     params: dict  # section -> values that built it
     drops: list[StageDrops]  # every stage from raw to this product, per split
-    loading: str  # markdown: how to load it with datasets, verl and TRL
+    loading: str  # markdown: how to load it with datasets and its trainer
     configs: list | None = None  # Hub `configs` (data_files per split), for a Hub-ready folder
     tags: list[str] = field(default_factory=lambda: ["medical", "multiple-choice", "vlprep"])
+
+
+def card_text(product: str, what: str, task_categories: list[str], meta, features: dict, rows: dict[str, int],
+              files: dict[str, str], built_by: dict, drops: list[StageDrops], loading: str,
+              configs: list | None = None) -> str:
+    """The README.md of a product: `meta` is params.yaml's card section (CardParams)."""
+    return render_card(Card(product, what, task_categories, meta.pretty_name, meta.description, meta.license,
+                            meta.homepage, meta.citation, features, rows, files, built_by, drops, loading, configs))
 
 
 def metadata(card: Card) -> dict:
     meta = {
         "license": card.license,
         "pretty_name": card.pretty_name,
-        "task_categories": TASK_CATEGORIES[card.product],
+        "task_categories": card.task_categories,
         "tags": card.tags,
         "size_categories": [size_category(sum(card.splits.values()))],
     }
@@ -185,7 +182,7 @@ def render_card(card: Card) -> str:
         f"---\n{header}---",
         f"# {card.pretty_name} ({card.product})",
         card.description.strip(),
-        f"This is the `{card.product}` product: {WHAT[card.product]}.",
+        f"This is the `{card.product}` product: {card.what}.",
         "## Splits\n\n" + "\n".join(rows),
         "## Features\n\n" + "\n".join(feats),
         "## How it was built\n\nBy the vlprep DVC pipeline (`dvc repro`), from these "
@@ -205,22 +202,12 @@ def render_card(card: Card) -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def description_text(pretty_name: str, description: str, product: str) -> str:
+def description_text(pretty_name: str, description: str, product: str, what: str = HF_BYTES_WHAT) -> str:
     """The plain-text description for `dataset_info.json`."""
-    return f"{pretty_name} ({product}): {' '.join(description.split())} This is {WHAT[product]}."
+    return f"{pretty_name} ({product}): {' '.join(description.split())} This is {what}."
 
 
 # --- how to load each product ---------------------------------------------------------------------
-
-VERL_CMD = """python -m verl.trainer.main_ppo \\
-  'data.train_files={train}' 'data.val_files={val}' \\
-  data.prompt_key=prompt data.image_key=images data.filter_overlong_prompts=False \\
-  data.max_prompt_length=<max of extra_info.prompt_tokens + extra_info.image_tokens> \\
-  reward.custom_reward_function.path=my_reward.py reward.custom_reward_function.name=compute_score ..."""
-
-TRL_CODE = """trainer = trl.SFTTrainer(model=model, processing_class=processor, train_dataset=ds["train"],
-                         args=trl.SFTConfig(max_length=<at least the max total_tokens>, ...))"""
-
 
 def loading_hf_bytes(split: str) -> str:
     return f"""### `datasets`
@@ -231,77 +218,9 @@ ds = datasets.load_from_disk("data/hf_bytes/{split}")  # this directory
 ds = ds.cast_column("images", datasets.List(datasets.Image()))  # images as PIL instead of encoded bytes
 ```
 
-### verl
+### Trainers
 
-verl reads parquet files of chat prompts; the pipeline's `verl` stage builds them from this split:
-`data/verl/{split}/part-*.parquet` (see its card, `data/verl/README.md`).
-
-### TRL
-
-TRL's SFTTrainer needs `messages`; the pipeline's `trl` stage builds them from this split:
-`data/trl/{split}/part-*.parquet` (see `data/trl/README.md`)."""
+The pipeline's targets (params.yaml `targets`) build each trainer's rows from this split:
+`data/<target>/{split}/part-*.parquet`, each with its card in `data/cards/<target>/README.md`."""
 
 
-def loading_files(product: str, files: dict[str, str], hub: bool, shards: dict[str, list[str]] | None = None) -> str:
-    """Loading snippets for the parquet products, from their folder or, with `hub`, from a Hub repo made
-    of it (`shards`: split -> its parquet files there, for verl, which takes file lists, not globs)."""
-    data_files = "{" + ", ".join(f'"{s}": "{f}"' for s, f in files.items()) + "}"
-    paths = {s: (",".join(f"hub/{f}" for f in shards[s]) if shards else f) for s, f in files.items()}
-    paths = {s: f"[{p}]" if "," in p else p for s, p in paths.items()}
-    train = paths.get("train", next(iter(paths.values())))
-    val = paths.get("test", paths.get("validation", train))
-    where = ('datasets.load_dataset("<user>/<repo>")  # or the folder: datasets.load_dataset("path/to/folder")'
-             if hub else f'datasets.load_dataset("parquet", data_files={data_files})  # from this directory')
-    images = {"verl": "`images` come back as `{bytes, path}` dicts, as verl expects",
-              "trl": "`images` come back as PIL images (the file's feature metadata), as TRL expects",
-              "hf_bytes": "`images` come back as PIL images"}[product]
-    text = f"""### `datasets`
-
-```python
-import datasets
-ds = {where}
-```
-
-{images}."""
-    fetch = ("Download the files first (`hf download <user>/<repo> --repo-type dataset --local-dir hub`), "
-             "then point verl at them.\n\n" if hub else "From this directory:\n\n")
-    if product == "verl":
-        text += f"""
-
-### verl
-
-{fetch}```bash
-{VERL_CMD.format(train=train, val=val)}
-```
-
-Install `verl[verl-core]` (with `qwen-vl-utils`). verl has no built-in scorer for this `data_source`: pass a
-custom reward function comparing the `<answer>` with `extra_info.answer_label` / `reward_model.ground_truth`.
-
-### TRL
-
-These rows are RL prompts without the assistant turn; for SFT use the pipeline's `trl` product
-(`data/trl`), which adds `messages` with the reasoning and answer."""
-    elif product == "trl":
-        text += f"""
-
-### TRL
-
-```python
-{TRL_CODE}
-```
-
-TRL reads `messages` and `images`; keep `remove_unused_columns=True` (the default) unless a collator
-needs the other columns.
-
-### verl
-
-These rows carry the full conversation for SFT; for RL use the pipeline's `verl` product (`data/verl`),
-whose `prompt` holds the user turn only and `reward_model.ground_truth` the answer."""
-    else:
-        text += """
-
-### verl and TRL
-
-These are the cleaned source rows; the pipeline's `verl` and `trl` products (`data/verl`, `data/trl`)
-turn them into RL prompts and SFT conversations."""
-    return text

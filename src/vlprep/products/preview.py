@@ -55,17 +55,18 @@ class PreviewRow:
     answer: str | None
     dataset_name: str | None
     dataset_index: int | None
-    model_input: str  # verl: the prompt's user content; trl: the rendered `text`
+    model_input: str  # the prompt's user content, the rendered `text` or the string messages
     tokens: dict[str, int]  # name -> count
 
 
 @dataclass
 class TargetSample:
     split: str
-    target: str  # verl | trl
+    target: str  # a target of core/targets.py
     file: str
     rows_total: int
     rows: list[PreviewRow]
+    shown_as: str = "prompt"  # TargetInfo.shown_as: which column is the model input
 
 
 @dataclass
@@ -86,19 +87,76 @@ class Preview:
     notes: list[str] = field(default_factory=list)
 
 
-def verl_preview_row(position: int, row: dict) -> PreviewRow:
-    info = row["extra_info"]
-    tokens = {"prompt_tokens": info["prompt_tokens"], "image_tokens": info["image_tokens"],
-              "total": info["prompt_tokens"] + info["image_tokens"]}
-    return PreviewRow(position, [im["bytes"] for im in row["images"]], info["question"], json.loads(info["options"]),
+def _model_input(shown_as: str, row: dict) -> str:
+    if shown_as == "prompt":
+        return row["prompt"][0]["content"]
+    if shown_as == "text":
+        return row["text"]
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in row["messages"])
+
+
+def preview_row(shown_as: str, position: int, row: dict) -> PreviewRow:
+    """One output row of any target as the page shows it; `shown_as` is the target's TargetInfo.shown_as.
+    verl keeps the source columns in extra_info, the others at the top level."""
+    info = row.get("extra_info") or row
+    tokens = {k: row.get(k, info.get(k)) for k in ("prompt_tokens", "image_tokens", "total_tokens")
+              if k in row or k in info}
+    if "total_tokens" not in tokens:
+        tokens["total"] = tokens["prompt_tokens"] + tokens["image_tokens"]
+    options = json.loads(info["options"]) if info["options"] else {}  # null: an open or yes/no question
+    return PreviewRow(position, [im["bytes"] for im in row["images"]], info["question"], options,
                       info["answer_label"], info["answer"], info["dataset_name"], info["dataset_index"],
-                      row["prompt"][0]["content"], tokens)
+                      _model_input(shown_as, row), tokens)
 
 
-def trl_preview_row(position: int, row: dict) -> PreviewRow:
-    tokens = {k: row[k] for k in ("prompt_tokens", "image_tokens", "total_tokens")}
-    return PreviewRow(position, [im["bytes"] for im in row["images"]], row["question"], json.loads(row["options"]),
-                      row["answer_label"], row["answer"], row["dataset_name"], row["dataset_index"], row["text"], tokens)
+# What the model reads, per TargetInfo.shown_as.
+INPUT_LABELS = {
+    "prompt": "prompt (user turn; each &lt;image&gt; is replaced by an image)",
+    "text": "text (chat template, one image pad per image)",
+    "messages": "messages (each &lt;image&gt; is replaced by an image)",
+}
+
+
+def read_rows(files: list, positions: list[int]) -> list[dict]:
+    """The rows at these positions (counted across the parquet files in order), reading only the row
+    groups that hold them."""
+    import pyarrow.parquet as pq
+
+    rows, start, wanted = [], 0, iter(positions)
+    nxt = next(wanted, None)
+    for pf in map(pq.ParquetFile, files):
+        for g in range(pf.metadata.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if nxt is not None and nxt < start + n:
+                table = pf.read_row_group(g)
+                while nxt is not None and nxt < start + n:
+                    rows.append(table.slice(nxt - start, 1).to_pylist()[0])
+                    nxt = next(wanted, None)
+            start += n
+    return rows
+
+
+def target_sample(target: str, shown_as: str, split: str, where: str, files: list, k: int, seed: int) -> TargetSample:
+    """k seeded rows of one target's split (its parquet `files`, shown as `where`)."""
+    import pyarrow.parquet as pq
+
+    total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    positions = sample_positions(total, k, seed, target, split)
+    rows = [preview_row(shown_as, pos, row) for pos, row in zip(positions, read_rows(files, positions))]
+    return TargetSample(split, target, where, total, rows, shown_as)
+
+
+def reject_samples(stage: str, split: str, records: list[dict], k: int, seed: int, meanings: dict) -> list[RejectSample]:
+    """Up to k seeded records per reason of one stage's rejects file (no image bytes: small)."""
+    by_reason: dict[str, list[dict]] = {}
+    for r in records:
+        by_reason.setdefault(r["reason"], []).append(r)
+    groups = []
+    for reason in sorted(by_reason):
+        rows = by_reason[reason]
+        picked = sample_positions(len(rows), k, seed, "rejects", stage, split, reason)
+        groups.append(RejectSample(stage, split, reason, meanings.get(reason, ""), len(rows), [rows[i] for i in picked]))
+    return groups
 
 
 CSS = """
@@ -128,8 +186,7 @@ def _row_html(s: TargetSample, r: PreviewRow) -> str:
     options = "".join(f'<li class="{"correct" if k == r.answer_label else ""}"><b>{_e(k)}.</b> {_e(v)}</li>'
                       for k, v in r.options.items())
     tokens = "".join(f"<span>{_e(k)}: <b>{v}</b></span>" for k, v in r.tokens.items())
-    label = "verl prompt (user turn; each &lt;image&gt; is replaced by an image)" if s.target == "verl" \
-        else "trl text (chat template, one image pad per image)"
+    label = f"{_e(s.target)} {INPUT_LABELS[s.shown_as]}"
     return (f'<article class="row" data-split="{_e(s.split)}" data-target="{_e(s.target)}" '
             f'data-images="{len(r.images)}">'
             f'<div class="meta">row {r.position} of {_e(s.file)} · {_e(r.dataset_name)} #{_e(r.dataset_index)} · '

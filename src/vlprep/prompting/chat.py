@@ -11,27 +11,39 @@ from vlprep.prompting.qwen_tokenizer import CHAT_TEMPLATE
 from vlprep.prompting.tokens import count_tokens
 
 
-def chat_messages(row: dict, with_response: bool) -> list[dict] | None:
-    """TRL/Qwen conversational form: one image placeholder per image, then the text; with_response adds
-    the assistant's think/answer turn (SFT). None when the row has no reasoning to teach."""
-    if with_response and not (row["reasoning"] or "").strip():
-        return None
+def taught_response(row: dict, response: str) -> str | None:
+    """Which assistant turn an SFT row teaches, by the target's `response` param: "reasoning" (the
+    <think> trace, then the answer), "answer" (an empty <think></think>, then the answer, so the verl
+    reward's format rule holds for both), or None when `response: reasoning` and the row has none.
+    `auto` teaches the reasoning where the row has it."""
+    has_reasoning = bool((row["reasoning"] or "").strip())
+    if response == "answer" or (response == "auto" and not has_reasoning):
+        return "answer"
+    return "reasoning" if has_reasoning else None
+
+
+def chat_messages(row: dict, response: str | None) -> list[dict] | None:
+    """TRL/Qwen conversational form: one image placeholder per image, then the text; with a response
+    mode (SFT), the assistant's think/answer turn too. None when the row has nothing to teach."""
     text = problem_text(row["question"], row["options"])  # null for open / yes-no questions
     parts = [{"type": "image", "text": None} for _ in row["images"] or []]
     messages = [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
-    if with_response:
-        answer = response_text(row["reasoning"], final_answer(row))
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    if response is not None:
+        taught = taught_response(row, response)
+        if taught is None:
+            return None
+        reasoning = row["reasoning"] if taught == "reasoning" else ""
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": response_text(reasoning, final_answer(row))}]})
     return messages
 
 
-def marker_messages(content: str, row: dict, with_response: bool) -> list[dict]:
+def marker_messages(content: str, response: str | None = None) -> list[dict]:
     """The string form (LLaMA-Factory sharegpt, ms-swift): the user turn as one string holding an
-    <image> marker per image (prompts.verl_prompt_content), and with_response the same assistant
-    text as chat_messages."""
+    <image> marker per image (prompts.verl_prompt_content), and the assistant turn when given (the same
+    text as chat_messages')."""
     messages = [{"role": "user", "content": content}]
-    if with_response:
-        messages.append({"role": "assistant", "content": response_text(row["reasoning"], final_answer(row))})
+    if response is not None:
+        messages.append({"role": "assistant", "content": response})
     return messages
 
 
@@ -43,6 +55,11 @@ class RenderedChat:
     prompt_tokens_with_pads: int  # user turn + generation prompt
     text: str | None = None  # the whole conversation (SFT)
     text_tokens_with_pads: int | None = None
+    response: str | None = None  # what the assistant turn teaches: "reasoning" | "answer" (SFT)
+
+    @property
+    def response_text(self) -> str | None:
+        return self.messages[1]["content"][0]["text"] if len(self.messages) > 1 else None
 
 
 # Chat templates that copy each text part verbatim into their output and decide nothing from its
@@ -89,7 +106,7 @@ def _chat_renderer(tokenizer) -> ChatRenderer:
     return ChatRenderer(tokenizer)  # one per tokenizer, so its shapes are rendered once per process
 
 
-def render_chats(rows: list[dict], tokenizer, with_response: bool, where: str, first_row: int) -> list[RenderedChat | None]:
+def render_chats(rows: list[dict], tokenizer, response: str | None, where: str, first_row: int) -> list[RenderedChat | None]:
     """Render every row's chat with the tokenizer's own template, and count tokens for the whole batch
     in one call: the Rust tokenizer then works in parallel, instead of paying a call per row."""
     render = _chat_renderer(tokenizer)
@@ -97,13 +114,14 @@ def render_chats(rows: list[dict], tokenizer, with_response: bool, where: str, f
     texts: list[str] = []
     for i, row in enumerate(rows):
         try:
-            messages = chat_messages(row, with_response)
+            messages = chat_messages(row, response)
             if messages is None:
                 rendered.append(None)
                 continue
             texts.append(render(messages[:1], add_generation_prompt=True))
             chat = RenderedChat(messages, prompt_tokens_with_pads=-1)
-            if with_response:
+            if response is not None:
+                chat.response = taught_response(row, response)
                 chat.text = render(messages)
                 texts.append(chat.text)
         except Exception as e:  # hf_bytes rows are validated: this is a bug or a hand-edited input
@@ -113,6 +131,6 @@ def render_chats(rows: list[dict], tokenizer, with_response: bool, where: str, f
     for chat in rendered:
         if chat is not None:
             chat.prompt_tokens_with_pads = next(counts)
-            if with_response:
+            if response is not None:
                 chat.text_tokens_with_pads = next(counts)
     return rendered

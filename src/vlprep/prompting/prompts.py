@@ -38,8 +38,10 @@ def verl_prompt_content(n_images: int, question: str, options) -> str:
 
 
 def response_text(reasoning: str, answer: str) -> str:
-    """The SFT target: the reasoning, then the final answer (see final_answer)."""
-    return f"<think> {reasoning.strip()} </think>\n<answer> {answer} </answer>"
+    """The SFT target: the reasoning, then the final answer (see final_answer). Without reasoning the
+    think block is empty, so the reward's format rule (scoring/reward.py) holds for every SFT row."""
+    think = f" {reasoning.strip()} " if reasoning.strip() else " "
+    return f"<think>{think}</think>\n<answer> {answer} </answer>"
 
 
 def final_answer(row: dict) -> str:

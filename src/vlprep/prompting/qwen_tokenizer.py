@@ -205,6 +205,17 @@ def build_backend_tokenizer() -> Tokenizer:
     return tok
 
 
+def quiet_third_party() -> None:
+    """transformers warns on import that PyTorch is missing; the stages never need it, so the notice only
+    buries real messages. Its other warnings (and everyone else's) stay."""
+    import logging
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.getLogger("transformers").addFilter(
+        lambda record: "PyTorch was not found" not in record.getMessage())
+
+
 def build_qwen2_5_vl_tokenizer(out_dir: pathlib.Path) -> None:
     """Write a transformers tokenizer directory equal to Qwen/Qwen2.5-VL-7B-Instruct's tokenizer.
 
@@ -212,6 +223,7 @@ def build_qwen2_5_vl_tokenizer(out_dir: pathlib.Path) -> None:
     nothing time- or path-dependent), ~5.4 MB, and loads with `AutoTokenizer.from_pretrained`.
     """
     # transformers is heavy to import; only the build needs it.
+    quiet_third_party()
     from transformers import Qwen2Tokenizer
 
     tokenizer = Qwen2Tokenizer(

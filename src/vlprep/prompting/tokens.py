@@ -55,6 +55,8 @@ def load_tokenizer(name: str):
     if _is_local_path(name) and not Path(name).expanduser().is_dir():
         raise InputError(f"tokenizer directory {name} does not exist: run `dvc repro tokenizer` "
                          "(the default), or set the stage's `tokenizer` param to a local dir or a hub id")
+    from vlprep.prompting.qwen_tokenizer import quiet_third_party
+
     quiet_third_party()
     from transformers import AutoTokenizer
 
@@ -64,17 +66,6 @@ def load_tokenizer(name: str):
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"cannot load tokenizer {name!r}: {reason[:300]}. Without hub access, point the "
                          "`tokenizer` param at a local directory (the `tokenizer` stage builds Qwen2.5-VL's)") from None
-
-
-def quiet_third_party() -> None:
-    """transformers warns on import that PyTorch is missing; the stages never need it, so the notice only
-    buries real messages. Its other warnings (and everyone else's) stay."""
-    import logging
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    logging.getLogger("transformers").addFilter(
-        lambda record: "PyTorch was not found" not in record.getMessage())
 
 
 def count_tokens(tokenizer, texts: list[str]) -> list[int]:

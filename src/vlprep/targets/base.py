@@ -1,7 +1,7 @@
-"""Trainer targets (verl, trl, and any later one) built from an hf_bytes split. A target is an output
-schema plus a row function; everything they share is here, once: reading hf_bytes units, the images'
-token budget, rendering the chat, the partial-batch protocol that keeps image bytes out of worker
-pipes, and running the stage."""
+"""Trainer targets built from an hf_bytes split. A target is an output schema plus a row function (one
+module per trainer, vlprep.targets.<name>, listed in core/targets.py); everything they share is here,
+once: reading hf_bytes units, the images' token budget, rendering the chat, the partial-batch protocol
+that keeps image bytes out of worker pipes, and running the stage."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,8 @@ from vlprep.engine.batches import SOURCE_ROW, attach, map_rows
 from vlprep.prompting.chat import RenderedChat, marker_messages, render_chats
 from vlprep.io.images import probe, resize_image
 from vlprep.core.metrics import Rejected, StageStats
-from vlprep.core.params import BudgetParams, EngineParams
+from vlprep.core import paths
+from vlprep.core.params import ModelParams, ParamsError, TargetParams
 from vlprep.engine.parts import ParquetParts, Parted
 from vlprep.prompting.prompts import final_answer, reject_reserved_markers, verl_prompt_content
 from vlprep.curation.rebalance import rebalance_row
@@ -24,7 +25,6 @@ from vlprep.engine.runner import Post, run_stage
 from vlprep.curation.selection import Selection, load_selection
 from vlprep.io.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
 from vlprep.prompting.tokens import ImageShapeError, check_budget, image_tokens, load_tokenizer, smart_resize
-from vlprep.core.writers import write_parquet
 
 
 @dataclass
@@ -34,7 +34,15 @@ class Item:
     row: dict
     index: int  # position in the hf_bytes split: a stable id (verl's extra_info.index)
     split: str
-    chat: RenderedChat | None  # None only when the row has no reasoning (SFT targets)
+    chat: RenderedChat | None  # None only when the row has no reasoning and response: reasoning (SFT)
+
+
+@dataclass(frozen=True)
+class Config:
+    """What a row function reads: the target's own params section and the model profile."""
+
+    params: TargetParams
+    model: ModelParams
 
 
 @dataclass
@@ -44,10 +52,10 @@ class Problem:
     image_tokens: list[int]  # per image, as Qwen2.5-VL counts them
 
 
-def read_problem(row: dict, budget: BudgetParams, stats: StageStats) -> Problem:
+def read_problem(row: dict, cfg: Config, stats: StageStats) -> Problem:
     """The parts of an hf_bytes row every target needs, checked against what trainers refuse."""
     reject_reserved_markers(row["question"], row["options"] or "")  # options: null for open questions
-    images, tokens = [], []
+    budget, images, tokens = cfg.model, [], []
     for image in row["images"] or []:
         data = image["bytes"]
         info = probe(data)  # header only: sizes without decoding (hf_bytes validated them already)
@@ -55,7 +63,7 @@ def read_problem(row: dict, budget: BudgetParams, stats: StageStats) -> Problem:
             h, w = smart_resize(info.height, info.width, budget.min_pixels, budget.max_pixels)
         except ImageShapeError as e:
             raise Rejected("image_aspect_ratio", str(e)) from None  # Qwen's processor would raise at train time
-        if budget.resize_to_max_pixels and info.width * info.height > budget.max_pixels:
+        if cfg.params.resize_to_max_pixels and info.width * info.height > budget.max_pixels:
             data = resize_image(data, info.format, (w, h))
             stats.counts["images_resized"] += 1
         images.append({"bytes": data, "path": None})
@@ -75,16 +83,16 @@ class Counted:
     total_tokens: int | None = None  # prompt + images + response (SFT targets)
 
 
-def prompt_counted(item: Item, budget: BudgetParams, stats: StageStats, max_prompt_tokens: int | None) -> Counted:
+def prompt_counted(item: Item, cfg: Config, stats: StageStats) -> Counted:
     """An RL prompt (verl, swift_grpo): the problem, its length, limited by max_prompt_tokens."""
     row = item.row
-    problem = read_problem(row, budget, stats)
+    problem = read_problem(row, cfg, stats)
     n = len(problem.images)
     # Counted the way the rollout side sees it: the processor's chat template with one pad per image,
     # each pad then expanded to that image's tokens. Pads are subtracted so text + image add up.
     prompt_tokens = item.chat.prompt_tokens_with_pads - n
     image_tokens = sum(problem.image_tokens)
-    check_budget(prompt_tokens + image_tokens, max_prompt_tokens, "over_max_prompt_tokens")
+    check_budget(prompt_tokens + image_tokens, cfg.params.max_prompt_tokens, "over_max_prompt_tokens")
     content = verl_prompt_content(n, row["question"], problem.options)
     stats.observe("images_per_row", n)
     stats.observe("prompt_chars", len(content))
@@ -94,19 +102,20 @@ def prompt_counted(item: Item, budget: BudgetParams, stats: StageStats, max_prom
     return Counted(problem, content, prompt_tokens, image_tokens)
 
 
-def sft_counted(item: Item, budget: BudgetParams, stats: StageStats, max_total_tokens: int | None) -> Counted:
-    """An SFT conversation (trl, llamafactory, swift): rows without reasoning are dropped; the length
-    is the whole rendered conversation, limited by max_total_tokens."""
+def sft_counted(item: Item, cfg: Config, stats: StageStats) -> Counted:
+    """An SFT conversation (trl, llamafactory, swift): the length is the whole rendered conversation,
+    limited by max_total_tokens. With `response: reasoning`, rows without reasoning are dropped."""
     row, chat = item.row, item.chat
     if chat is None:
-        raise Rejected("reasoning_missing")  # SFT teaches the <think> trace: nothing to teach
-    reject_reserved_markers(row["reasoning"], final_answer(row))  # both go into the assistant turn
-    problem = read_problem(row, budget, stats)
+        raise Rejected("reasoning_missing", "response: reasoning")  # nothing to teach the <think> trace with
+    reject_reserved_markers(row["reasoning"] or "", final_answer(row))  # both go into the assistant turn
+    stats.counts[f"response_{chat.response}"] += 1
+    problem = read_problem(row, cfg, stats)
     n = len(problem.images)
     image_tokens = sum(problem.image_tokens)
     # Each image is one pad token in the rendered text; the model sees its image tokens instead.
     total_tokens = chat.text_tokens_with_pads - n + image_tokens
-    check_budget(total_tokens, max_total_tokens, "over_max_total_tokens")
+    check_budget(total_tokens, cfg.params.max_total_tokens, "over_max_total_tokens")
     stats.observe("images_per_row", n)
     stats.observe("text_chars", len(chat.text))
     stats.observe("text_tokens", total_tokens - image_tokens)
@@ -120,11 +129,11 @@ def sft_counted(item: Item, budget: BudgetParams, stats: StageStats, max_total_t
 MARKER_PASSTHROUGH = ("question", "options", "answer_label", "answer", "dataset_name", "dataset_index")
 
 
-def marker_sft_row(item: Item, p: BudgetParams, stats: StageStats) -> dict:
-    """The string-message SFT row (LLaMA-Factory sharegpt, ms-swift `swift sft`); p has max_total_tokens."""
-    c = sft_counted(item, p, stats, p.max_total_tokens)
+def marker_sft_row(item: Item, cfg: Config, stats: StageStats) -> dict:
+    """The string-message SFT row (LLaMA-Factory sharegpt, ms-swift `swift sft`)."""
+    c = sft_counted(item, cfg, stats)
     return {
-        "messages": marker_messages(c.content, item.row, with_response=True),
+        "messages": marker_messages(c.content, item.chat.response_text),
         "images": c.problem.images,
         **{k: item.row[k] for k in MARKER_PASSTHROUGH},
         "prompt_tokens": c.prompt_tokens,
@@ -133,22 +142,26 @@ def marker_sft_row(item: Item, p: BudgetParams, stats: StageStats) -> dict:
     }
 
 
-RowFn = Callable[[Item, BudgetParams, StageStats], dict]
+RowFn = Callable[[Item, Config, StageStats], dict]
+# Transforms of the ordered output stream a target adds (verl: shuffle, max_rows), from its params, the
+# split and the hf_bytes split directory; they need every row in one process (engine local).
+PostSteps = Callable[[TargetParams, str, Path], "list[Post]"]
 
 
 @dataclass(frozen=True)
 class TrainerTarget:
-    name: str  # the stage name, and the output folder under data/
+    name: str  # its entry in core/targets.py: the stage, the params section, the folder under data/
     schema: pa.Schema
     with_response: bool  # render the assistant turn too (SFT targets)
     row_fn: RowFn  # the whole output row, built from one Item; raises Rejected to drop it
+    post_steps: PostSteps | None = None
 
-    def passthrough(self, params: BudgetParams) -> tuple[str, ...]:
+    def passthrough(self, params: TargetParams) -> tuple[str, ...]:
         """Columns handed on exactly as they came (map_rows): the images, unless some get resized.
         (hf_bytes images always have path None, which read_problem sets too.)"""
         return () if params.resize_to_max_pixels else ("images",)
 
-    def convert_batch(self, batch: pa.Table, params: BudgetParams, split: str, where: str = "batch",
+    def convert_batch(self, batch: pa.Table, cfg: Config, split: str, where: str = "batch",
                       first_row: int = 0, complete: bool = True,
                       selection: Selection | None = None) -> tuple[pa.Table, StageStats]:
         """The pure batch function: hf_bytes rows in, output table and drop counts out. complete=False
@@ -157,6 +170,7 @@ class TrainerTarget:
         Before anything is rendered: rows the selection leaves out (stage select) are dropped with its
         reason, and, for the train split with `rebalance: permute`, options are permuted (rebalance.py),
         so the chat, the prompt and every row function see the permuted row."""
+        params = cfg.params
         rows = batch.to_pylist()
         left_out = selection.rejected(first_row, len(rows)) if selection is not None else {}
         rebalance = params.rebalance == "permute" and split == "train"
@@ -173,8 +187,9 @@ class TrainerTarget:
             else:
                 prepared.append(row)
                 outcome.append(None)
-        rendered = iter(render_chats([r for r in prepared if r is not None], load_tokenizer(params.tokenizer),
-                                     self.with_response, where, first_row))
+        response = getattr(params, "response", None) if self.with_response else None
+        rendered = iter(render_chats([r for r in prepared if r is not None], load_tokenizer(cfg.model.tokenizer),
+                                     response, where, first_row))
         chats = [None if r is None else next(rendered) for r in prepared]
 
         def row_fn(row: dict, index: int, stats: StageStats) -> dict:
@@ -183,7 +198,7 @@ class TrainerTarget:
                 raise left_out[index]
             if outcome[i]:
                 stats.counts[outcome[i]] += 1
-            out = self.row_fn(Item(prepared[i], index, split, chats[i]), params, stats)
+            out = self.row_fn(Item(prepared[i], index, split, chats[i]), cfg, stats)
             # Answer-letter balance, for every target and split (metrics and plots); open and yes/no
             # questions have no options (0) and no letter.
             options = prepared[i]["options"]
@@ -195,13 +210,13 @@ class TrainerTarget:
         return map_rows(rows, row_fn, self.schema, where, first_row, source=batch if complete else None,
                         passthrough=self.passthrough(params))
 
-    def convert_unit(self, unit: ArrowBatch, params: BudgetParams, split: str,
+    def convert_unit(self, unit: ArrowBatch, cfg: Config, split: str,
                      selection: str | None = None) -> tuple[pa.Table, StageStats]:
         """The executor's unit function: a partial batch, so that with num_proc > 1 a worker hands back
         only the small columns and the image bytes go from the input file to the writer in one copy.
         `selection` is the path of the split's selection file: loaded once per process (workers inherit
         the parent's copy), never pickled with each unit."""
-        return self.convert_batch(read_unit(unit), params, split, unit.source, unit.first_row, complete=False,
+        return self.convert_batch(read_unit(unit), cfg, split, unit.source, unit.first_row, complete=False,
                                   selection=load_selection(selection) if selection else None)
 
     def attach_unit(self, unit: ArrowBatch, table: pa.Table) -> pa.Table:
@@ -210,27 +225,34 @@ class TrainerTarget:
             return table  # complete already (images were resized, so built in the batch)
         return attach(table, read_unit(unit, ["images"]), self.schema)
 
-    def run(self, split: str, source: Path, output: Path, params: BudgetParams, post: list[Post] = (),
-            selection: Path | None = None, part_rows: int | None = None) -> StageStats:
-        """The stage: hf_bytes split `source` -> parquet `output`, leaving out the rows `selection`
-        (data/select/<split>.parquet) lists. With EngineParams (verl, trl), `output` is a directory of
-        parts of part_rows input rows each (None: one part), run by params.engine; else one file."""
+    def run(self, split: str, cfg: Config, source: Path | None = None, output: Path | None = None,
+            selection: Path | None = None) -> StageStats:
+        """The stage: hf_bytes split `source` -> a directory `output` of parquet parts (part_rows input
+        rows each; one part when a post step needs every row), leaving out the rows `selection` lists.
+        Paths default to the project layout (core/paths.py)."""
+        params = cfg.params
+        source = source or paths.hf_bytes_dir(split)
+        output = output or paths.output_dir(self.name, split)
+        selection = selection or paths.selection_file(split)
+        post = self.post_steps(params, split, source) if self.post_steps else []
+        if post and params.engine == "ray":
+            # A global order or count needs every row before the first is written: one process.
+            raise ParamsError(f"params.yaml: {self.name}.engine: ray cannot run this target's whole-split steps "
+                              f"(shuffle, max_rows); set {self.name}.engine: local or switch those off")
         # Loaded before the workers fork, so each inherits it instead of importing transformers and
         # loading its own (~1.7 s each: the benchmark's tokenizer_load). The selection likewise.
-        load_tokenizer(params.tokenizer)
-        selection = str(selection) if selection is not None else None
+        load_tokenizer(cfg.model.tokenizer)
+        selection = str(selection) if Path(selection).is_file() else None
         if selection is not None:
             load_selection(selection)
-        parted = isinstance(params, EngineParams)
         return run_stage(
             self.name,
             split,
             plan=lambda: plan_arrow_units(hf_dataset_files(source)),
-            unit_fn=partial(self.convert_unit, params=params, split=split, selection=selection),
-            write=(Parted(output, ParquetParts(self.schema, params.row_group_size), part_rows) if parted else
-                   lambda tables: write_parquet(output, self.schema, tables, params.row_group_size)),
+            unit_fn=partial(self.convert_unit, cfg=cfg, split=split, selection=selection),
+            write=Parted(output, ParquetParts(self.schema, params.row_group_size), None if post else params.part_rows),
             num_proc=params.num_proc,
             attach=self.attach_unit,
             post=post,
-            engine=params if parted else None,
+            engine=params,
         )

@@ -1,15 +1,14 @@
 """Target `trl`: hf_bytes rows -> TRL vision SFT rows (docs/formats.md, trl). `trl_row` is the whole
-output row; TRL is the target the stage runs."""
+output row; TARGET is what the stage runs."""
 from __future__ import annotations
 
 from vlprep.core.metrics import StageStats
-from vlprep.core.params import TrlParams
 from vlprep.core.schema import TRL_SCHEMA
-from vlprep.targets.base import Item, TrainerTarget, sft_counted
+from vlprep.targets.base import Config, Item, TrainerTarget, sft_counted
 
 
-def trl_row(item: Item, p: TrlParams, stats: StageStats) -> dict:
-    c = sft_counted(item, p, stats, p.max_total_tokens)
+def trl_row(item: Item, cfg: Config, stats: StageStats) -> dict:
+    c = sft_counted(item, cfg, stats)
     return {
         **item.row,
         "images": c.problem.images,
@@ -21,4 +20,4 @@ def trl_row(item: Item, p: TrlParams, stats: StageStats) -> dict:
     }
 
 
-TRL = TrainerTarget("trl", TRL_SCHEMA, with_response=True, row_fn=trl_row)
+TARGET = TrainerTarget("trl", TRL_SCHEMA, with_response=True, row_fn=trl_row)

@@ -1,6 +1,8 @@
 """Target `verl`: hf_bytes rows -> verl RLHFDataset rows (docs/formats.md, verl). `verl_row` is the
-whole output row; VERL is the target the stage runs."""
+whole output row; `post_steps` adds the seeded shuffle and max_rows; TARGET is what the stage runs."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -8,12 +10,15 @@ import pyarrow.compute as pc
 from vlprep.core.metrics import RowRef, StageStats
 from vlprep.core.params import VerlParams
 from vlprep.core.schema import VERL_SCHEMA
-from vlprep.targets.base import Item, TrainerTarget, prompt_counted
+from vlprep.core.writers import work_path
+from vlprep.engine.post import Post, limit_rows, shuffled
+from vlprep.io.sources import hf_dataset_files
+from vlprep.targets.base import Config, Item, TrainerTarget, prompt_counted
 
 
-def verl_row(item: Item, p: VerlParams, stats: StageStats) -> dict:
-    row = item.row
-    c = prompt_counted(item, p, stats, p.max_prompt_tokens)
+def verl_row(item: Item, cfg: Config, stats: StageStats) -> dict:
+    row, p = item.row, cfg.params
+    c = prompt_counted(item, cfg, stats)
     return {
         "data_source": p.data_source,
         "prompt": [{"role": "user", "content": c.content}],
@@ -36,10 +41,6 @@ def verl_row(item: Item, p: VerlParams, stats: StageStats) -> dict:
     }
 
 
-VERL = TrainerTarget("verl", VERL_SCHEMA, with_response=False, row_fn=verl_row)
-
-
-
 def verl_row_refs(source: str):
     """RowRef of each row of a verl table (for rows dropped after conversion, e.g. beyond max_rows)."""
     def refs(table: pa.Table) -> list[RowRef]:
@@ -48,3 +49,18 @@ def verl_row_refs(source: str):
         return [RowRef(source, index, name, dataset_index) for index, name, dataset_index in zip(*fields)]
 
     return refs
+
+
+def post_steps(p: VerlParams, split: str, source: Path) -> list[Post]:
+    """verl.shuffle (seeded, in bounded memory), then verl.max_rows."""
+    steps: list[Post] = []
+    if p.shuffle:
+        size = sum(f.stat().st_size for f in hf_dataset_files(source))
+        work = work_path(f"shuffle-{split}")
+        steps.append(lambda tables, stats: shuffled(tables, p.seed, work, size))
+    if p.max_rows is not None:
+        steps.append(limit_rows(p.max_rows, verl_row_refs(str(source))))
+    return steps
+
+
+TARGET = TrainerTarget("verl", VERL_SCHEMA, with_response=False, row_fn=verl_row, post_steps=post_steps)
