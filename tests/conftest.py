@@ -58,6 +58,20 @@ def repro_repo(tmp_path_factory) -> Path:
     return repo
 
 
+ALL_TARGETS = {"targets.llamafactory": ["train", "test"], "targets.swift": ["train"], "targets.swift_grpo": ["train"]}
+
+
+@pytest.fixture(scope="session")
+def all_targets_repo(repro_repo, tmp_path_factory) -> Path:
+    """The repro'd project with every target switched on (only their stages and the products rerun;
+    shared: treat as read-only)."""
+    repo = tmp_path_factory.mktemp("all_targets") / "project"
+    shutil.copytree(repro_repo, repo, symlinks=True)
+    set_params(repo, **ALL_TARGETS)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
 @pytest.fixture
 def scratch_repo(repro_repo, tmp_path) -> Path:
     """A private, writable copy of the repro'd project (outputs, cache and git history included)."""
@@ -100,6 +114,15 @@ def set_params(repo: Path, **dotted) -> None:
             node = node[part]
         node[last] = value
     path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def target_config(name: str, **update):
+    """The shipped params of target `name` and the model, as the target stage reads them (targets.base.Config),
+    with some keys changed: target_config("trl", tokenizer=dir, max_total_tokens=50)."""
+    from vlprep.core.params import load_section
+    from vlprep.targets.base import Config
+
+    return Config(load_section(name, REPO / "params.yaml"), load_section("model", REPO / "params.yaml")).replace(**update)
 
 
 def stage_argv(stage: str, split: str) -> list[str]:

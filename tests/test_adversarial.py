@@ -96,7 +96,7 @@ def adversarial_project(work, tokenizer: str, **params_by_section) -> None:
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["inputs"] = {"train": "raw"}
-    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = tokenizer
+    params["model"]["tokenizer"] = tokenizer
     for section, values in params_by_section.items():
         params[section].update(values)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
@@ -240,7 +240,7 @@ def adversarial_mapped(repro_repo, tmp_path_factory):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["inputs"] = {"train": MAPPED_ENTRIES}
     params["input_data"] = {"train": "in"}
-    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    params["model"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     build(work)
     return work

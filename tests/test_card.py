@@ -9,7 +9,8 @@ import yaml
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCard
 
-from vlprep.products.card import Card, StageDrops, features_from_arrow, features_yaml, loading_files, render_card
+from vlprep.products.card import Card, StageDrops, features_from_arrow, features_yaml, render_card
+from vlprep.products.target_card import describe, loading_files
 from vlprep.core.schema import HF_BYTES_FEATURES, TRL_FEATURES, VERL_SCHEMA
 
 
@@ -26,7 +27,8 @@ def test_verl_features_are_what_datasets_infers():
 
 
 def sample_card(**kw) -> Card:
-    base = dict(product="trl", pretty_name="Demo <VQA>", description="A | demo.", license="cc-by-4.0", homepage="",
+    what, tasks = describe("trl")
+    base = dict(product="trl", what=what, task_categories=tasks, pretty_name="Demo <VQA>", description="A | demo.", license="cc-by-4.0", homepage="",
                 citation="", features=TRL_FEATURES, splits={"train": 10, "test": 3},
                 files={"train": "train.parquet", "test": "test.parquet"},
                 params={"trl": {"max_total_tokens": None}},
@@ -49,7 +51,7 @@ def test_card_metadata_parses_with_huggingface_hub():
     info = DatasetInfosDict.from_dataset_card_data(card.data)
     assert info["default"].features == datasets.Features.from_dict(TRL_FEATURES)
     for section in ["## Splits", "## Features", "## How it was built", "## Dropped rows", "### `datasets`",
-                    "### TRL", "### verl", "`reasoning_missing`", "`no_image`"]:
+                    "### TRL", "`reasoning_missing`", "`no_image`"]:
         assert section in card.text, section
     assert render_card(sample_card()) == text  # deterministic
 
@@ -89,8 +91,8 @@ def test_each_hf_bytes_split_has_its_card_and_a_real_description(repro_repo, spl
 
 
 @pytest.mark.parametrize("product,splits", [("verl", ["train", "test"]), ("trl", ["train"])])
-def test_verl_and_trl_cards_sit_next_to_their_files(repro_repo, product, splits):
-    card, data = card_of(repro_repo / "data" / product / "README.md")
+def test_each_built_target_has_a_card_describing_its_files(repro_repo, product, splits):
+    card, data = card_of(repro_repo / "data/cards" / product / "README.md")
     assert data["dataset_info"]["splits"] == [
         {"name": s, "num_examples": pq.read_table(repro_repo / "data" / product / s, columns=[]).num_rows}  # its parts
         for s in splits]
@@ -101,4 +103,5 @@ def test_verl_and_trl_cards_sit_next_to_their_files(repro_repo, product, splits)
         for stage in ("hf_bytes", product):
             m = json.loads((repro_repo / "metrics" / stage / f"{split}.json").read_text())
             assert f"| {stage} | {split} | {m['rows_in']} | {m['rows_out']} |" in card.text
-    assert "### verl" in card.text and "### TRL" in card.text and "### `datasets`" in card.text
+    assert {"verl": "### verl", "trl": "### TRL"}[product] in card.text and "### `datasets`" in card.text
+    assert sorted(p.name for p in (repro_repo / "data/cards").iterdir()) == ["trl", "verl"]  # the built targets only

@@ -2,6 +2,7 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,12 +10,10 @@ import yaml
 from conftest import git_commit_all, md5_tree, pushed_and_pulled, run, set_params
 
 # The trainer targets built from hf_bytes@train by default.
-TARGETS_TRAIN = {"verl@train", "trl@train", "llamafactory@train", "swift@train", "swift_grpo@train"}
-ALL_STAGES = {"raw", "tokenizer", "hf_bytes@train", "hf_bytes@test", "verl@test", "llamafactory_info", *TARGETS_TRAIN}
-# The cards next to verl/trl files and the preview show params and data of the stages above: they rerun
-# (in about a second) whenever those change. (A fix that leaves every output's bytes as they were, like
-# the image_code case, reruns neither.)
-REPORTS = {"card", "preview"}
+TARGETS_TRAIN = {"verl@train", "trl@train"}
+# The products read every stage's metrics (with each output's fingerprint): they follow any output change.
+REPORTS = {"summary", "card", "preview"}
+DOC = Path(__file__).resolve().parents[1] / "docs/dvc.md"
 
 
 def repro_ran(repo) -> set[str]:
@@ -23,48 +22,35 @@ def repro_ran(repo) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", out))
 
 
-@pytest.mark.parametrize(
-    "change,expected",
-    [
-        ({"hf_bytes.keep_first_k_images": 2}, {"hf_bytes@train", "hf_bytes@test", "verl@test", *TARGETS_TRAIN,
-                                               "audit", "select", "summary", *REPORTS}),
-        ({"trl.tokenizer": "TOKENIZER_COPY"}, {"trl@train", *REPORTS}),
-        ({"verl.ability": "radiology_mcqa"}, {"verl@train", "verl@test", *REPORTS}),
-        ({"trl.splits": ["train", "test"]}, {"trl@test", "summary", *REPORTS}),  # summary: a new metrics file
-        ({"verl.max_pixels": 200704}, {"verl@train", "verl@test", *REPORTS}),
-        # The LLaMA-Factory / ms-swift targets: each rebuilds alone (summary and preview follow only when
-        # its metrics or rejects change); a new split also rewrites dataset_info.json.
-        ({"llamafactory.max_pixels": 200704}, {"llamafactory@train"}),
-        ({"llamafactory.splits": ["train", "test"]}, {"llamafactory@test", "llamafactory_info", "summary", "preview"}),
-        ({"swift.max_total_tokens": 200}, {"swift@train", "summary", "preview"}),
-        ({"swift.max_prompt_tokens": 150}, {"swift_grpo@train", "summary", "preview"}),
-        ({"tokenizer.out": "data/tokenizer/qwen_copy", "verl.tokenizer": "data/tokenizer/qwen_copy",
-          "trl.tokenizer": "data/tokenizer/qwen_copy", "llamafactory.tokenizer": "data/tokenizer/qwen_copy",
-          "swift.tokenizer": "data/tokenizer/qwen_copy"}, {"tokenizer", "verl@test", *TARGETS_TRAIN, *REPORTS}),
-        # A fix to the image header parser: hf_bytes then writes the same bytes, yet verl/trl must rerun
-        # too, since they parse the headers themselves (for the image-token budget).
-        ({"edit": "src/vlprep/io/images.py"}, {"hf_bytes@train", "hf_bytes@test", "verl@test", *TARGETS_TRAIN}),
-        # The audit's thresholds reach no target while audit.drop_train_contaminated is off: select
-        # rewrites the same (empty) selection files (tests/test_selection_rebalance.py: with it on).
-        ({"audit.near_item_threshold": 0.8}, {"audit", "select"}),
-        # rebalance permutes train rows only; verl@test reruns (it reads the verl section) to the same bytes
-        ({"verl.rebalance": "permute"}, {"verl@train", "verl@test", "summary", *REPORTS}),
-    ],
-    ids=["keep_first_k_images", "trl_tokenizer", "verl_ability", "trl_test_split", "pixel_limit", "llamafactory_pixels",
-         "llamafactory_test_split", "swift_budget", "swift_grpo_budget", "tokenizer_stage", "image_code",
-         "audit_threshold", "verl_rebalance"],
-)
-def test_a_change_reruns_exactly_its_stages(scratch_repo, change, expected):
+def rerun_table() -> list[tuple[str, dict, set[str]]]:
+    """docs/dvc.md's table: (row text, change, stages it reruns). A change is `key=value` settings (values
+    in YAML) joined by "and", or "edit <file>"."""
+    text = DOC.read_text()
+    body = text[text.index("<!-- rerun-table"):text.index("<!-- end rerun-table -->")]
+    rows = []
+    for line in body.splitlines()[3:]:
+        change, reruns = [c.strip() for c in line.strip("|").split("|")]
+        settings = {}
+        for code in re.findall(r"`([^`]+)`", change):
+            if "=" in code:
+                key, value = code.split("=", 1)
+                settings[key] = yaml.safe_load(value)
+            elif change.startswith("edit"):
+                settings["edit"] = code
+        rows.append((change, settings, {s.strip() for s in reruns.split(",")}))
+    return rows
+
+
+@pytest.mark.parametrize("change,settings,expected", rerun_table(), ids=[r[0][:40] for r in rerun_table()])
+def test_the_documented_rerun_table_is_what_dvc_does(scratch_repo, change, settings, expected):
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
-    if change.get("trl.tokenizer") == "TOKENIZER_COPY":
-        # another tokenizer (a local copy, as a user's own download would be)
+    if settings.get("model.tokenizer") == "my_tokenizer":  # a user's own tokenizer directory
         shutil.copytree(scratch_repo / "data/tokenizer/qwen2_5_vl", scratch_repo / "my_tokenizer")
-        change = {"trl.tokenizer": "my_tokenizer"}
-    if "edit" in change:
-        with open(scratch_repo / change.pop("edit"), "a") as f:
+    if "edit" in settings:
+        with open(scratch_repo / settings.pop("edit"), "a") as f:
             f.write("# edited\n")
-    set_params(scratch_repo, **change)
-    assert repro_ran(scratch_repo) == expected
+    set_params(scratch_repo, **settings)
+    assert repro_ran(scratch_repo) == expected, change
     assert repro_ran(scratch_repo) == set()  # and then nothing is left to do
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
 
@@ -82,7 +68,7 @@ def test_experiments_compare_params_and_metrics(committed_repo):
 
     run(["git", "checkout", "--", "."], repo)  # back to the baseline before the next experiment
     run(["dvc", "checkout", "--force"], repo)
-    run(["dvc", "exp", "run", "-n", "budget", "-S", "trl.max_total_tokens=200", "-S", "trl.min_pixels=12544"], repo)
+    run(["dvc", "exp", "run", "-n", "budget", "-S", "trl.max_total_tokens=200", "-S", "model.min_pixels=12544"], repo)
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     exps = {e["name"]: e for rev in shown for e in (rev.get("experiments") or []) for e in e["revs"]}
     assert {"k2", "budget"} <= set(exps)

@@ -42,7 +42,7 @@ def test_exported_folders_load_offline_with_every_split(scratch_repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for product in ["hf_bytes", "verl", "trl"]:
         folder = repo / "data/hub" / product
-        splits = params["trl"]["splits"] if product == "trl" else list(params["inputs"])
+        splits = list(params["inputs"]) if product == "hf_bytes" else params["targets"][product]
         shards = sorted(p.name for p in (folder / "data").iterdir())
         assert all(any(s.startswith(f"{split}-") for s in shards) for split in splits), shards
         assert any(s.endswith("-of-00002.parquet") or s.endswith("-of-00003.parquet") for s in shards), shards

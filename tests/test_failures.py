@@ -68,7 +68,7 @@ def workdir(tmp_path, big_raw, repro_repo) -> Path:
     params["inputs"] = {"train": str(big_raw)}
     params["hf_bytes"]["num_proc"] = 2
     tokenizer = str(repro_repo / "data/tokenizer/qwen2_5_vl")
-    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = tokenizer
+    params["model"]["tokenizer"] = tokenizer
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 
@@ -199,7 +199,7 @@ def test_an_unwritable_output_directory_names_it(workdir):
     ("Qwen/Qwen2.5-VL-7B-Instruct", "cannot load tokenizer 'Qwen/Qwen2.5-VL-7B-Instruct'"),
 ])
 def test_a_tokenizer_that_cannot_load_is_one_line(workdir, repro_repo, tokenizer, words):
-    set_params(workdir, **{"verl.tokenizer": tokenizer})
+    set_params(workdir, **{"model.tokenizer": tokenizer})
     cmd = [sys.executable, str(REPO / "stages/verl.py"), "train", str(repro_repo / "data/hf_bytes/train"),
            "data/verl/train"]
     # No network here, and none wanted: hub access is off as on an offline cluster.

@@ -1,5 +1,5 @@
-"""The llamafactory, swift and swift_grpo stages: one golden row of each format, the token budget and
-`splits` switches, dataset_info.json, and the ms-swift reward plugin. (The trainers' own loaders run
+"""The llamafactory, swift and swift_grpo stages: one golden row of each format, the token budget,
+dataset_info.json, and the ms-swift reward plugin. (The trainers' own loaders run
 on the `dvc repro` output in test_trainers2_compat.py.)"""
 import importlib.util
 import json
@@ -10,14 +10,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from conftest import REPO, target_config
 from test_trl_stage import hf_row
-from vlprep.targets.llamafactory_info import dataset_info
-from vlprep.core.params import load_section
 from vlprep.core.schema import HF_BYTES_SCHEMA
-from vlprep.targets.llamafactory import LLAMAFACTORY
-from vlprep.targets.swift import SWIFT, SWIFT_GRPO
-from vlprep.targets.trl import TRL
+from vlprep.products.llamafactory_info import dataset_info
+from vlprep.targets.llamafactory import TARGET as LLAMAFACTORY
+from vlprep.targets.swift import TARGET as SWIFT
+from vlprep.targets.swift_grpo import TARGET as SWIFT_GRPO
+from vlprep.targets.trl import TARGET as TRL
 
 USER = (
     "<image><image>"
@@ -62,17 +62,13 @@ def tokenizer_dir(repro_repo):
     return str(repro_repo / "data/tokenizer/qwen2_5_vl")
 
 
-def section(name, tokenizer_dir, **update):
-    return load_section(name, REPO / "params.yaml").model_copy(update={"tokenizer": tokenizer_dir, **update})
-
-
 def convert_one(target, row, params):
     table, stats = target.convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), params, "train")
     return (table.to_pylist() or [None])[0], stats
 
 
 def params_of(name, tokenizer_dir, **update):
-    return section("swift" if name.startswith("swift") else name, tokenizer_dir, **update)
+    return target_config(name, tokenizer=tokenizer_dir, **update)
 
 
 @pytest.mark.parametrize("name", sorted(SFT_TARGETS))
@@ -82,7 +78,7 @@ def test_golden_sft_row(name, tokenizer_dir):
     images = out.pop("images")
     assert out == GOLDEN_SFT
     assert images == row["images"]  # byte-identical, in order, path null
-    trl, _ = convert_one(TRL, row, section("trl", tokenizer_dir))
+    trl, _ = convert_one(TRL, row, params_of("trl", tokenizer_dir))
     assert out["messages"][1]["content"] == trl["messages"][1]["content"][0]["text"]  # trl's response text
     assert (out["prompt_tokens"], out["image_tokens"], out["total_tokens"]) == (
         trl["prompt_tokens"], trl["image_tokens"], trl["total_tokens"])
@@ -98,8 +94,10 @@ def test_golden_grpo_row(tokenizer_dir):
 @pytest.mark.parametrize("name", sorted(SFT_TARGETS))
 def test_sft_budget_and_missing_reasoning(name, tokenizer_dir):
     target = SFT_TARGETS[name]
-    out, stats = convert_one(target, hf_row(reasoning="  "), params_of(name, tokenizer_dir))
+    out, stats = convert_one(target, hf_row(reasoning="  "), params_of(name, tokenizer_dir, response="reasoning"))
     assert out is None and stats.dropped == {"reasoning_missing": 1}
+    out, stats = convert_one(target, hf_row(reasoning="  "), params_of(name, tokenizer_dir, response="auto"))
+    assert out["messages"][1]["content"] == "<think> </think>\n<answer> A </answer>" and not stats.dropped
     out, stats = convert_one(target, hf_row(), params_of(name, tokenizer_dir, max_total_tokens=106))
     assert out is None and stats.dropped == {"over_max_total_tokens": 1}
     out, _ = convert_one(target, hf_row(), params_of(name, tokenizer_dir, max_total_tokens=107))
@@ -110,10 +108,10 @@ def test_sft_budget_and_missing_reasoning(name, tokenizer_dir):
 
 
 def test_grpo_budget_is_the_prompt(tokenizer_dir):
-    p = params_of("swift_grpo", tokenizer_dir, max_prompt_tokens=77 + 12 - 1, max_total_tokens=1)
-    out, stats = convert_one(SWIFT_GRPO, hf_row(), p)  # max_total_tokens (SFT's) does not apply
+    p = params_of("swift_grpo", tokenizer_dir, max_prompt_tokens=77 + 12 - 1)
+    out, stats = convert_one(SWIFT_GRPO, hf_row(), p)
     assert out is None and stats.dropped == {"over_max_prompt_tokens": 1}
-    out, _ = convert_one(SWIFT_GRPO, hf_row(), p.model_copy(update={"max_prompt_tokens": 89}))
+    out, _ = convert_one(SWIFT_GRPO, hf_row(), p.replace(max_prompt_tokens=89))
     assert out is not None
 
 
@@ -121,7 +119,7 @@ def test_dataset_info_names_every_split():
     info = dataset_info(["train", "test"])
     assert list(info) == ["vlprep_train", "vlprep_test"]
     assert info["vlprep_test"] == {
-        "file_name": "test.parquet",
+        "file_name": "llamafactory/test",
         "formatting": "sharegpt",
         "columns": {"messages": "messages", "images": "images"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
@@ -130,19 +128,19 @@ def test_dataset_info_names_every_split():
     assert dataset_info([]) == {}
 
 
-def test_repro_outputs(repro_repo):
-    """What `dvc repro` wrote: dataset_info.json beside the file it names, images that `datasets` decodes
-    (List(Image()) metadata), token counts in the metrics."""
-    lf = repro_repo / "data/llamafactory"
-    assert json.loads((lf / "dataset_info.json").read_text()) == dataset_info(["train"])
+def test_repro_outputs(all_targets_repo):
+    """What `dvc repro` wrote with every target on: dataset_info.json naming the split directories,
+    images that `datasets` decodes (List(Image()) metadata), token counts in the metrics."""
+    repo = all_targets_repo
+    assert json.loads((repo / "data/dataset_info.json").read_text()) == dataset_info(["train", "test"])
     for name, counts in (("llamafactory", "total_tokens"), ("swift", "total_tokens"), ("swift_grpo", "prompt_total_tokens")):
-        path = repro_repo / "data" / name / "train.parquet"
-        assert pq.read_schema(path).metadata[b"huggingface"]
-        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+        path = repo / "data" / name / "train"
+        assert pq.read_schema(path / "part-00000.parquet").metadata[b"huggingface"]
+        ds = datasets.load_dataset("parquet", data_files=str(path / "*.parquet"), split="train")
         for row in ds.select(range(5)):
             assert all(isinstance(im, Image.Image) for im in row["images"])
             assert row["messages"][0]["content"].count("<image>") == len(row["images"]) > 0
-        metrics = json.loads((repro_repo / "metrics" / name / "train.json").read_text())
+        metrics = json.loads((repo / "metrics" / name / "train.json").read_text())
         assert metrics["rows_out"] == len(ds) and metrics[counts]["max"] == max(
             ds["total_tokens"] if name != "swift_grpo" else [a + b for a, b in zip(ds["prompt_tokens"], ds["image_tokens"])])
 

@@ -26,8 +26,10 @@ BAD = [
     ("verl", "max_prompt_tokens", "4k", ["verl.max_prompt_tokens", "integer"]),
     ("verl", "shuffle", 1, ["verl.shuffle", "boolean"]),
     ("verl", "row_group_size", 0, ["verl.row_group_size", "greater than 0"]),
-    ("trl", "splits", "train", ["trl.splits", "list"]),
-    ("trl", "tokenizer", None, ["trl.tokenizer", "string"]),
+    ("targets", "trl", "train", ["targets.trl", "list"]),
+    ("targets", "verl", ["train", "a/b"], ["targets.verl.1", "pattern"]),
+    ("model", "tokenizer", None, ["model.tokenizer", "string"]),
+    ("trl", "response", "think", ["trl.response", "'auto', 'reasoning' or 'answer'"]),
     ("tokenizer", "out", ["a"], ["tokenizer.out", "string"]),
 ]
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from byo_builders import BUILDERS, KEPT, ROW_KEY
-from conftest import REPO, md5_tree, run, stage_argv
+from conftest import REPO, md5_tree, run, set_params, stage_argv
 from vlprep.core.params import PRESET_NAMES, ColumnMapping
 from vlprep.ingest.presets import PRESETS
 
@@ -136,7 +136,7 @@ def test_mixed_split_concatenates_inputs_in_order_and_is_deterministic(tmp_path,
     assert md5_tree(tmp_path / "data/hf_bytes") == first
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    params["model"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     run(stage_argv("select", "train"), tmp_path)  # the rows verl/trl leave out (none here)
     run(stage_argv("verl", "train"), tmp_path)
@@ -148,9 +148,14 @@ def test_mixed_split_concatenates_inputs_in_order_and_is_deterministic(tmp_path,
         content = v["prompt"][0]["content"]
         assert ("\n\nOptions:" in content) == (r["question_type"] == "mcq")
         assert v["reward_model"]["ground_truth"] == r["answer"]
-    # no reasoning in either source: trl keeps nothing, and says why
+    # no reasoning in either source: trl teaches the answer (response: auto); requiring reasoning keeps
+    # nothing, and the stage says why and which param changes it
+    run(stage_argv("trl", "train"), tmp_path)
+    assert pq.read_metadata(next((tmp_path / "data/trl/train").glob("*.parquet"))).num_rows > 0
+    set_params(tmp_path, **{"trl.response": "reasoning"})
     proc = run(stage_argv("trl", "train"), tmp_path, check=False)
     assert proc.returncode != 0 and "reasoning_missing" in proc.stderr
+    assert "to keep them, reasoning_missing: set trl.response: auto" in proc.stderr
 
 
 def test_keep_only_mcq_rows(tmp_path):

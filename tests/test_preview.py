@@ -90,13 +90,14 @@ def expected_counts(repo) -> tuple[int, int, int]:
     p = params["preview"]
     rows = images = rejects = 0
     for split in params["inputs"]:
-        for target in ["verl", *(["trl"] if split in params["trl"]["splits"] else [])]:
+        built = [t for t, splits in params["targets"].items() if split in splits]
+        for target in built:
             table = pq.read_table(repo / "data" / target / split, columns=["images"])
             picked = sample_positions(table.num_rows, p["rows_per_split"], p["seed"], target, split)
             per_row = [len(x) for x in table.column("images").to_pylist()]
             rows += len(picked)
             images += sum(per_row[i] for i in picked)
-        for stage in ["hf_bytes", "verl", *(["trl"] if split in params["trl"]["splits"] else [])]:
+        for stage in ["hf_bytes", *built]:
             reasons = pq.read_table(repo / "data/rejects" / stage / f"{split}.parquet").column("reason").to_pylist()
             rejects += sum(min(reasons.count(r), p["rejects_per_reason"]) for r in set(reasons))
     return rows, images, rejects

@@ -10,15 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from builders import png
-from conftest import REPO, run, set_params
+from conftest import REPO, run, set_params, target_config
 from test_dvc_workflows import REPORTS, TARGETS_TRAIN, repro_ran
 from vlprep.core.params import load_section
 from vlprep.prompting.prompts import ordered_options
 from vlprep.curation.rebalance import KEPT_LETTER, KEPT_POSITION, PERMUTED, order_reference, rebalance_row
 from vlprep.core.schema import HF_BYTES_SCHEMA
 from vlprep.curation.selection import load_selection, select_rows, selection_table
-from vlprep.targets.trl import TRL
-from vlprep.targets.verl import VERL
+from vlprep.targets.trl import TARGET as TRL
+from vlprep.targets.verl import TARGET as VERL
 
 LETTERS = "ABCDEF"
 
@@ -119,8 +119,7 @@ def hf_rows(n: int, reasoning: str = "Smooth margins.") -> pa.Table:
 
 
 def test_trl_permutes_consistently_and_keeps_reasoning_with_letters(tokenizer_dir):
-    trl = load_section("trl", REPO / "params.yaml").model_copy(
-        update={"tokenizer": tokenizer_dir, "rebalance": "permute", "rebalance_seed": 1})
+    trl = target_config("trl", **{"tokenizer": tokenizer_dir, "rebalance": "permute", "rebalance_seed": 1})
     table, stats = TRL.convert_batch(hf_rows(40), trl, "train")
     rows = table.to_pylist()
     assert stats.counts[PERMUTED] == 40 and len(rows) == 40
@@ -143,8 +142,7 @@ def test_trl_permutes_consistently_and_keeps_reasoning_with_letters(tokenizer_di
 
 
 def test_verl_permutes_prompt_options_label_and_keeps_ground_truth(tokenizer_dir):
-    verl = load_section("verl", REPO / "params.yaml").model_copy(
-        update={"tokenizer": tokenizer_dir, "rebalance": "permute"})
+    verl = target_config("verl", **{"tokenizer": tokenizer_dir, "rebalance": "permute"})
     table, stats = VERL.convert_batch(hf_rows(40), verl, "train")
     for r in table.to_pylist():
         info = r["extra_info"]
@@ -206,7 +204,7 @@ def test_the_targets_drop_what_the_selection_lists(tmp_path, tokenizer_dir):
     path = tmp_path / "train.parquet"
     pq.write_table(selection_table([(1, "outside_subset", "subset.rows=2 seed=0"),
                                     (3, "contaminated_near_item", "audit kinds: near_item")]), path)
-    verl = load_section("verl", REPO / "params.yaml").model_copy(update={"tokenizer": tokenizer_dir})
+    verl = target_config("verl", **{"tokenizer": tokenizer_dir})
     table, stats = VERL.convert_batch(hf_rows(4), verl, "train", selection=load_selection(str(path)))
     assert [r["extra_info"]["index"] for r in table.to_pylist()] == [0, 2]
     assert stats.dropped == {"outside_subset": 1, "contaminated_near_item": 1}

@@ -1,4 +1,4 @@
-"""The summary stage's headline (metrics/summary.json) counts only what params.yaml builds now."""
+"""The summary stage's headline (summary.json) counts only what params.yaml builds now."""
 import json
 import shutil
 import sys
@@ -9,13 +9,15 @@ from conftest import REPO, run
 
 
 def test_a_target_switched_off_leaves_the_summary(tmp_path):
-    shutil.copytree(REPO / "metrics", tmp_path / "metrics")  # every target's last metrics, as in git
+    shutil.copytree(REPO / "metrics", tmp_path / "metrics")  # the default targets' last metrics, as in git
+    leftover = tmp_path / "metrics/swift/train.json"  # a target switched off leaves its metrics behind
+    leftover.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tmp_path / "metrics/trl/train.json", leftover)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["llamafactory"]["splits"] = []  # switched off: metrics/llamafactory/train.json stays behind
+    assert params["targets"]["swift"] == []
+    params["targets"]["verl"] = ["train"]  # and verl@test switched off: its metrics stay too
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    run([sys.executable, str(REPO / "stages/summary.py"), "metrics", "out.json"], tmp_path)
+    run([sys.executable, str(REPO / "stages/summary.py"), "out.json"], tmp_path)
     kept = json.loads((tmp_path / "out.json").read_text())["kept"]
-    assert (tmp_path / "metrics/llamafactory/train.json").is_file()
-    assert "train.llamafactory" not in kept
-    assert {"train.hf_bytes", "test.hf_bytes", "train.verl", "test.verl", "train.trl", "train.swift",
-            "train.swift_grpo"} == set(kept)
+    assert (tmp_path / "metrics/verl/test.json").is_file()
+    assert {"train.hf_bytes", "test.hf_bytes", "train.verl", "train.trl"} == set(kept)

@@ -119,7 +119,7 @@ def open_ended_outputs(repro_repo, tmp_path_factory):
         {"path": "in/open.jsonl", "image_root": "in/imgs", "name": "open_set",
          "columns": {"images": "imgs", "question": "q", "answer": "a", "reasoning": "why"}}]}
     params["input_data"] = {"train": "in"}
-    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    params["model"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
     # One input unit per part: every output here has several parts, as a large dataset's would.
     params["hf_bytes"]["part_rows"] = params["verl"]["part_rows"] = params["trl"]["part_rows"] = 1
     (work / "params.yaml").write_text(yaml.safe_dump(params))

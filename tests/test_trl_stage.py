@@ -8,10 +8,9 @@ import pytest
 from PIL import Image
 
 from builders import png
-from conftest import REPO
+from conftest import target_config
 from vlprep.core.schema import HF_BYTES_SCHEMA
-from vlprep.core.params import load_section
-from vlprep.targets.trl import TRL
+from vlprep.targets.trl import TARGET as TRL
 from vlprep.prompting.tokens import load_tokenizer
 
 GOLDEN = (
@@ -30,8 +29,7 @@ GOLDEN = (
 
 @pytest.fixture(scope="module")
 def config(repro_repo):
-    trl = load_section("trl", REPO / "params.yaml")
-    return trl.model_copy(update={"tokenizer": str(repro_repo / "data/tokenizer/qwen2_5_vl")})
+    return target_config("trl", tokenizer=str(repro_repo / "data/tokenizer/qwen2_5_vl"))
 
 
 def hf_row(**overrides):
@@ -61,7 +59,7 @@ def test_golden_text_and_token_budget(config):
     assert out["text"] == GOLDEN
     assert [p["type"] for p in out["messages"][0]["content"]] == ["image", "image", "text"]
     assert out["image_tokens"] == 4 + 8  # (56/28)^2 and (56/28)*(112/28)
-    tok = load_tokenizer(config.tokenizer)
+    tok = load_tokenizer(config.model.tokenizer)
     # as the model sees it: each of the 2 <|image_pad|> (id 151655) expanded to its image's tokens
     ids = tok(GOLDEN, add_special_tokens=False)["input_ids"]
     assert ids.count(151655) == 2
@@ -72,17 +70,31 @@ def test_golden_text_and_token_budget(config):
     assert GOLDEN.startswith(tok.decode(prompt_ids))
 
 
-def test_blank_reasoning_is_dropped_with_a_reason(config):
+def test_blank_reasoning_is_dropped_with_a_reason_when_reasoning_is_required(config):
     for reasoning in (None, "", "  \n"):
-        out, stats = convert_one(hf_row(reasoning=reasoning), config)
+        out, stats = convert_one(hf_row(reasoning=reasoning), config.replace(response="reasoning"))
         assert out is None and stats.dropped == {"reasoning_missing": 1}
 
 
+ANSWER_ONLY = "<|im_start|>assistant\n<think> </think>\n<answer> A </answer><|im_end|>\n"
+
+
+def test_response_auto_teaches_the_answer_where_a_row_has_no_reasoning(config):
+    for reasoning in (None, "", "  \n"):
+        out, stats = convert_one(hf_row(reasoning=reasoning), config.replace(response="auto"))
+        assert out["text"] == GOLDEN.replace("<|im_start|>assistant\n<think> Smooth margins. </think>\n<answer> A </answer><|im_end|>\n", ANSWER_ONLY)
+        assert stats.counts["response_answer"] == 1 and not stats.dropped
+    out, stats = convert_one(hf_row(), config.replace(response="auto"))
+    assert out["text"] == GOLDEN and stats.counts["response_reasoning"] == 1
+    out, stats = convert_one(hf_row(), config.replace(response="answer"))  # reasoning there, not taught
+    assert out["text"].endswith(ANSWER_ONLY) and stats.counts["response_answer"] == 1
+
+
 def test_budget_drops_long_rows(config):
-    tight = config.model_copy(update={"max_total_tokens": 50})
+    tight = config.replace(max_total_tokens=50)
     out, stats = convert_one(hf_row(), tight)
     assert out is None and stats.dropped == {"over_max_total_tokens": 1}
-    out, stats = convert_one(hf_row(), config.model_copy(update={"max_total_tokens": out_total(config)}))
+    out, stats = convert_one(hf_row(), config.replace(max_total_tokens=out_total(config)))
     assert out is not None  # the limit is inclusive
 
 
@@ -100,4 +112,5 @@ def test_trl_parquet_loads_as_trl_needs(repro_repo):
         assert all(set(p) == {"type", "text"} for p in parts)  # no image/image_url field at all
         assert Counter(p["type"] for p in parts)["image"] == len(row["images"])
         assert row["text"].count("<|image_pad|>") == len(row["images"])
-        assert row["total_tokens"] > row["prompt_tokens"] > 0 and row["reasoning"].strip()
+        assert row["total_tokens"] > row["prompt_tokens"] > 0
+        assert (row["reasoning"] or "").strip() in row["text"]  # the reasoning where there is one (response: auto)

@@ -77,9 +77,8 @@ def test_resize_to_max_pixels_reencodes_only_large_images(repro_repo):
     from PIL import Image
 
     from builders import jpeg, png
-    from conftest import REPO
-    from vlprep.core.params import load_section
-    from vlprep.targets.verl import VERL
+    from conftest import target_config
+    from vlprep.targets.verl import TARGET as VERL
     from vlprep.prompting.tokens import image_tokens, smart_resize
 
     small, large = png(60, 40), jpeg(400, 300)
@@ -87,8 +86,8 @@ def test_resize_to_max_pixels_reencodes_only_large_images(repro_repo):
            "options": '{"A": "a", "B": "b"}', "answer_label": "A", "answer": "a", "reasoning": None,
            "dataset_name": "d", "dataset_index": 1, "hash": None, "misc": None}
     max_pixels = 100 * 28 * 28  # 78,400: the 400x300 image is above, the 60x40 one below
-    params = load_section("verl", REPO / "params.yaml").model_copy(update={
-        "tokenizer": str(repro_repo / "data/tokenizer/qwen2_5_vl"), "max_pixels": max_pixels, "resize_to_max_pixels": True})
+    params = target_config("verl", tokenizer=str(repro_repo / "data/tokenizer/qwen2_5_vl"), max_pixels=max_pixels,
+                           resize_to_max_pixels=True)
     table, stats = VERL.convert_batch(pa.Table.from_pylist([row], schema=HF_BYTES_SCHEMA), params, "train")
     out = table.to_pylist()[0]
     assert out["images"][0]["bytes"] == small  # untouched

@@ -365,10 +365,17 @@ def load_input_data(split: str, path: Path | str = PARAMS_FILE) -> str | None:
 def input_splits(path: Path | str = PARAMS_FILE) -> list[str]:
     """The splits params.yaml builds: the keys of `inputs` whose value is not null, in order. A split
     absent from `inputs` is not built (no test split is a supported configuration)."""
-    inputs = load_params(path).get("inputs")
+    params = load_params(path)
+    inputs = params.get("inputs")
     if not isinstance(inputs, dict) or not any(v is not None for v in inputs.values()):
         raise ParamsError(f"{path}: inputs: expected at least one split (e.g. inputs.train: <path>)")
-    return [split for split, spec in inputs.items() if spec is not None]
+    splits = [split for split, spec in inputs.items() if spec is not None]
+    tracked = params.get("input_data")
+    untracked = [s for s in splits if isinstance(tracked, dict) and s not in tracked]
+    if untracked:  # dvc.yaml makes one hf_bytes stage per input_data split: these would never be built
+        raise ParamsError(f"{path}: input_data.{untracked[0]} missing: give the file or directory holding "
+                          f"inputs.{untracked[0]}'s data (DVC tracks it), e.g. input_data.{untracked[0]}: mydata")
+    return splits
 
 
 def load_targets(path: Path | str = PARAMS_FILE) -> dict[str, list[str]]:

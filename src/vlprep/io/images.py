@@ -124,7 +124,8 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise Rejected("image_too_large", str(e)) from None
     except Exception as e:  # Pillow raises many types for bad bytes: all mean "not a usable image"
-        raise Rejected("image_corrupt", f"{type(e).__name__}: {e}") from None
+        # without object addresses ("<_io.BytesIO object at 0x7f...>"): the rejects file is byte-stable
+        raise Rejected("image_corrupt", re.sub(r" at 0x[0-9a-f]+", "", f"{type(e).__name__}: {e}")) from None
     width, height = size
     if width <= 0 or height <= 0:
         raise Rejected("image_corrupt", f"size {width}x{height}")

@@ -44,6 +44,12 @@ class Config:
     params: TargetParams
     model: ModelParams
 
+    def replace(self, **update) -> "Config":
+        """A copy with some keys changed, each in the section that has it (model keys go to the model)."""
+        model = {k: v for k, v in update.items() if k in ModelParams.model_fields}
+        params = {k: v for k, v in update.items() if k not in model}
+        return Config(self.params.model_copy(update=params), self.model.model_copy(update=model))
+
 
 @dataclass
 class Problem:
@@ -237,8 +243,8 @@ class TrainerTarget:
         post = self.post_steps(params, split, source) if self.post_steps else []
         if post and params.engine == "ray":
             # A global order or count needs every row before the first is written: one process.
-            raise ParamsError(f"params.yaml: {self.name}.engine: ray cannot run this target's whole-split steps "
-                              f"(shuffle, max_rows); set {self.name}.engine: local or switch those off")
+            raise ParamsError(f"params.yaml: {self.name}'s whole-split steps (shuffle, max_rows) work with "
+                              f"{self.name}.engine: local only (engine: ray writes each part where it runs)")
         # Loaded before the workers fork, so each inherits it instead of importing transformers and
         # loading its own (~1.7 s each: the benchmark's tokenizer_load). The selection likewise.
         load_tokenizer(cfg.model.tokenizer)
