@@ -163,7 +163,7 @@ def test_pre_resize_arithmetic():
     assert pre.apply(1, 250) == (28, 505)  # up to 2 x 505 (int() truncates), then each side >= 28
     assert pre.apply(28, 6000) == (28, 5040)  # a 214:1 strip: squeezed to 180:1
     with pytest.raises(ImageShapeError):
-        pre.apply(1, 10_000_000)  # down to 768*768 leaves a width of 0: LLaMA-Factory divides by zero
+        pre.apply(1, 10_000_000)  # down to 768*768 leaves a width of 0: LLaMA-Factory's resize fails there
 
 
 def test_llamafactory_profile_counts_after_its_resize(tmp_path):
@@ -215,7 +215,7 @@ def test_pre_resize_matches_llamafactorys_plugin(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent / "compat"))
     from conftest_helpers import trainer_python
 
-    sizes = EDGE_SIZES + random_sizes(seed=5, n=40, largest=6000) + [(4000, 3000), (1, 10_000_000 // 1000)]
+    sizes = EDGE_SIZES + random_sizes(seed=5, n=40, largest=6000) + [(4000, 3000), (1, 10_000_000), (2, 300_000)]
     limits = [(768 * 768, 32 * 32), (512 * 512, 64 * 64), (1024, 16)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}
     env.pop("PYTHONPATH", None)

@@ -46,7 +46,7 @@ class PreResize:
         if width * height > self.max_pixels:
             factor = math.sqrt(self.max_pixels / (width * height))
             width, height = int(width * factor), int(height * factor)
-        if width * height == 0:  # LLaMA-Factory divides by it (and Pillow cannot resize to it)
+        if width * height == 0:  # Pillow cannot resize to it: LLaMA-Factory fails on such an image
             raise ImageShapeError(f"LLaMA-Factory's resize to {self.max_pixels} pixels leaves a side of 0")
         if width * height < self.min_pixels:
             factor = math.sqrt(self.min_pixels / (width * height))
