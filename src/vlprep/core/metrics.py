@@ -42,6 +42,9 @@ DROP_REASONS = {
     "image_path_outside_root": "an image path leading outside the allowed root",
     "image_file_missing": "an image path naming no file",
     "image_file_unreadable": "an image file that cannot be read",
+    # image pre-flight (hf_bytes; src/vlprep/io/images.py)
+    "image_mode_unsupported": "an image mode Pillow cannot convert to RGB / L for the processors",
+    "image_blank": "every pixel of the image has one value, with hf_bytes.blank_image: drop",
     # trainer targets (verl, trl)
     "image_aspect_ratio": "aspect ratio above 200: Qwen's image processor refuses it",
     "reserved_marker_in_text": "<image> or a chat special token inside the text",

@@ -59,7 +59,19 @@ class HfBytesParams(EngineParams):
     # Question types kept (derived per row: options -> mcq; none -> open, or yesno for a yes/no answer);
     # the others are dropped as question_type_excluded. [mcq] keeps only multiple-choice rows.
     question_types: Annotated[list[Literal["mcq", "open", "yesno"]], Field(min_length=1)]
+    # Image pre-flight (src/vlprep/io/images.py): 16-bit / 32-bit / float images are mapped to 8 bits
+    # linearly from the low to the high percentile of their own values (0, 100 = min..max: nothing clips)
+    high_bit_depth_window: Annotated[list[Annotated[float, Field(ge=0, le=100)]], Field(min_length=2, max_length=2)]
+    background: Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]  # RGB under transparency
+    blank_image: Literal["keep", "drop"]  # one pixel value throughout: keep (counted images_blank) | drop (image_blank)
     num_proc: PositiveInt
+
+    @model_validator(mode="after")
+    def _window_ordered(self):
+        low, high = self.high_bit_depth_window
+        if not low < high:
+            raise ValueError(f"high_bit_depth_window: low percentile {low} must be below high {high}")
+        return self
 
 
 # The presets src/vlprep/ingest/presets.py defines (a test keeps the two equal). Named here, not imported, so

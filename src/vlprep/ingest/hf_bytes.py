@@ -7,13 +7,19 @@ from pathlib import Path
 import pyarrow as pa
 
 from vlprep.engine.batches import map_rows
-from vlprep.io.images import normalize_image
+from vlprep.io.images import Preflight, normalize_image
 from vlprep.ingest.mapping import Input, apply_mapping, image_root
 from vlprep.core.metrics import Rejected, StageStats
 from vlprep.core.params import HfBytesParams
 from vlprep.ingest.records import normalize_text_fields
 from vlprep.core.schema import HF_BYTES_SCHEMA, RAW_COLUMNS
 from vlprep.io.sources import RowGroup, TextChunk, read_rows
+
+
+def preflight_of(config: HfBytesParams) -> Preflight:
+    """The image pre-flight the params ask for (io/images.py: what the trainers' processors would
+    misread is fixed here, once, so every target inherits it)."""
+    return Preflight(tuple(config.high_bit_depth_window), tuple(config.background), config.blank_image)
 
 
 def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: StageStats) -> dict:
@@ -33,9 +39,10 @@ def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: Stag
         stats.counts["images_truncated_by_k"] += len(raw_images) - k
         raw_images = raw_images[:k]
     images = []
+    preflight = preflight_of(config)
     for value in raw_images:
         try:
-            images.append(normalize_image(value, root, config.max_image_pixels))
+            images.append(normalize_image(value, root, config.max_image_pixels, preflight))
         except Rejected as e:
             if config.bad_image == "drop_row":
                 raise  # a question about "the second image" is unanswerable without it
@@ -43,6 +50,13 @@ def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: Stag
     if not images and config.strict_image:
         raise Rejected("no_image" if not raw_images else "no_valid_image")
     stats.counts["images_out"] += len(images)
+    for image in images:  # counted for kept rows only, like images_out; a counter exists once it counts
+        for fix in image.fixes:
+            stats.counts[f"images_{fix}"] += 1
+        if image.fixes:
+            stats.counts["images_rewritten"] += 1
+        if image.blank:
+            stats.counts["images_blank"] += 1
     stats.counts["bytes_out"] += sum(len(i.data) for i in images)
     stats.observe("images_per_row", len(images))
     return {"images": [{"bytes": i.data, "path": None} for i in images], **clean}
