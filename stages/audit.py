@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from vlprep.curation.audit import FLAGGED_SCHEMA, PAIRS_SCHEMA, AuditRun
 from vlprep.core.failures import stage_main
 from vlprep.core.metrics import write_json
 from vlprep.core.params import ParamsError, input_splits, load_section
 from vlprep.io.sources import hf_dataset_files, plan_arrow_units
 from vlprep.core.writers import FixedRowGroups, atomic_path
+from vlprep.curation.audit.run import AuditRun
+from vlprep.curation.audit.tables import FLAGGED_SCHEMA, PAIRS_SCHEMA
 
 
 def main() -> None:

@@ -18,14 +18,9 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, run, set_params
-from vlprep.curation.audit import (
-    BandIndex,
-    audit,
-    hamming,
-    hamming_band_keys,
-    item_key,
-    perceptual_hash,
-)
+from vlprep.curation.audit.fingerprints import hamming, item_key, perceptual_hash
+from vlprep.curation.audit.lsh import BandIndex, hamming_band_keys
+from vlprep.curation.audit.run import audit
 from vlprep.core.schema import HF_BYTES_FEATURES
 from vlprep.core.params import load_section
 from vlprep.io.sources import hf_dataset_files, plan_arrow_units

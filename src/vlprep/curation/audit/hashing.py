@@ -1,0 +1,167 @@
+"""Per-unit hashing: each hf_bytes row becomes one small fixed-size record (item key, MinHash signatures,
+and per image its content key and perceptual hash), and records read back as numpy columns."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vlprep.core.metrics import StageStats
+from vlprep.core.params import AuditParams
+from vlprep.curation.audit.fingerprints import (
+    ImageUnhashable,
+    MinHasher,
+    content_key,
+    item_key,
+    item_shingles,
+    perceptual_hash,
+)
+from vlprep.io.sources import Unit, read_unit
+
+COLUMNS = ["images", "question", "options", "dataset_name", "dataset_index"]
+
+
+RECORD_SCHEMA = pa.schema([
+    ("row", pa.int64()),
+    ("dataset_name", pa.string()),
+    ("dataset_index", pa.int64()),
+    ("item_key", pa.binary(16)),
+    ("question_signature", pa.binary()),  # MinHash: num_perm uint32, little-endian
+    ("options_signature", pa.binary()),
+    ("image_keys", pa.list_(pa.binary(16))),
+    ("image_hashes", pa.list_(pa.uint64())),
+    ("image_hashed", pa.list_(pa.bool_())),  # False: undecodable, only the exact key applies
+])
+
+
+def hash_unit(unit: Unit, config: AuditParams) -> tuple[pa.Table, StageStats]:
+    """One hf_bytes unit -> one small record per row (what the index keeps), and counts."""
+    table = read_unit(unit, COLUMNS)
+    hasher = _hasher(config.num_perm, config.seed)
+    recent = _recent_hashes(config.hash_cache_images)
+    stats = StageStats()
+    cols = {name: [] for name in RECORD_SCHEMA.names}
+    images = table.column("images").to_pylist()
+    questions = table.column("question").to_pylist()
+    options = table.column("options").to_pylist()
+    for i in range(table.num_rows):
+        keys, hashes, hashed = [], [], []
+        for image in images[i] or []:
+            data = image.get("bytes") if image else None
+            stats.counts["images"] += 1
+            if not data:
+                stats.counts["images_unhashable"] += 1
+                continue
+            key = content_key(data)
+            keys.append(key)
+            h = recent.get((key, config.image_hash))
+            if h is None:
+                try:
+                    h = perceptual_hash(data, config.image_hash)
+                except ImageUnhashable:
+                    h = -1
+                recent.put((key, config.image_hash), h)
+            if h < 0:
+                stats.counts["images_unhashable"] += 1
+            hashes.append(max(h, 0))
+            hashed.append(h >= 0)
+        cols["row"].append(unit.first_row + i)
+        cols["item_key"].append(item_key(questions[i], options[i]))
+        for name, shingles in zip(("question_signature", "options_signature"),
+                                  item_shingles(questions[i], options[i], config.shingle)):
+            cols[name].append(hasher.signature(shingles).astype("<u4").tobytes())
+        cols["image_keys"].append(keys)
+        cols["image_hashes"].append(hashes)
+        cols["image_hashed"].append(hashed)
+    cols["dataset_name"] = table.column("dataset_name").combine_chunks()
+    cols["dataset_index"] = table.column("dataset_index").combine_chunks()
+    stats.rows_in = stats.rows_out = table.num_rows
+    return pa.table(cols, schema=RECORD_SCHEMA), stats
+
+
+class _Recent:
+    """The last `size` results by key (a bounded LRU): medical VQA sets ask many questions about one
+    image (VQA-RAD, SLAKE, PathVQA: ~5-20 per image), and decoding is the audit's main cost."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key):
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        self.items[key] = value
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+
+
+_RECENT: dict = {}
+_HASHERS: dict = {}
+
+
+def _recent_hashes(size: int) -> _Recent:
+    """This process's perceptual hashes of the last `size` distinct images (~100 bytes an entry)."""
+    if size not in _RECENT:
+        _RECENT[size] = _Recent(size)
+    return _RECENT[size]
+
+
+def _hasher(num_perm: int, seed: int) -> MinHasher:
+    if (num_perm, seed) not in _HASHERS:
+        _HASHERS[(num_perm, seed)] = MinHasher(num_perm, seed)
+    return _HASHERS[(num_perm, seed)]
+
+
+NULL_INDEX = np.iinfo(np.int64).min  # a null dataset_index, in int64 arrays
+
+
+IDS_SCHEMA = pa.schema([("row", pa.int64()), ("dataset_name", pa.string()), ("dataset_index", pa.int64())])
+
+
+@dataclass
+class Columns:
+    """Numpy views of a records table: per-row and per-image arrays."""
+
+    rows: np.ndarray
+    names: pa.Array  # Arrow strings: compact, not one Python object a row
+    dataset_index: np.ndarray
+    item_keys: np.ndarray  # V16
+    signatures: np.ndarray  # (rows, 2, num_perm) uint32: question, options
+    image_rows: np.ndarray
+    image_keys: np.ndarray  # V16
+    image_hashes: np.ndarray  # uint64
+    image_hashed: np.ndarray  # bool
+
+    @classmethod
+    def of(cls, t: pa.Table, num_perm: int) -> "Columns":
+        rows = t.column("row").to_numpy()
+        lengths = pc.list_value_length(t.column("image_keys")).to_numpy(zero_copy_only=False)
+        flat = lambda name: pc.list_flatten(t.column(name))  # noqa: E731
+        return cls(
+            rows=rows,
+            names=t.column("dataset_name").combine_chunks(),
+            dataset_index=t.column("dataset_index").fill_null(NULL_INDEX).to_numpy(),
+            item_keys=_v16(t.column("item_key")),
+            signatures=np.stack([_signatures(t.column(c), num_perm) for c in ("question_signature", "options_signature")],
+                                axis=1),
+            image_rows=np.repeat(rows, lengths),
+            image_keys=_v16(flat("image_keys")),
+            image_hashes=flat("image_hashes").to_numpy(zero_copy_only=False).astype(np.uint64),
+            image_hashed=flat("image_hashed").to_numpy(zero_copy_only=False).astype(bool),
+        )
+
+
+def _signatures(column, num_perm: int) -> np.ndarray:
+    return np.frombuffer(b"".join(column.to_pylist()), dtype="<u4").reshape(len(column), num_perm).astype(np.uint32)
+
+
+def _v16(column) -> np.ndarray:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.frombuffer(b"".join(column.to_pylist()) if len(column) else b"", dtype="V16")
+
