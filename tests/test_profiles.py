@@ -232,3 +232,10 @@ def test_pre_resize_matches_llamafactorys_plugin(tmp_path):
             except ImageShapeError:
                 ours = None
             assert ours == size, (template, w, h, max_pixels, min_pixels)
+
+
+def test_params_name_exactly_the_profiles():
+    from vlprep.core.params import PROFILE_NAMES
+    from vlprep.prompting.profiles import PROFILES
+
+    assert sorted(PROFILE_NAMES) == sorted(PROFILES)

@@ -39,11 +39,11 @@ def tiny_qwen_lf_dir(llamafactory_py, trainer_env, tmp_path_factory):
 
 
 def test_llamafactory_loads_encodes_and_trains(scratch_repo, llamafactory_py, trainer_env, tiny_qwen_lf_dir):
-    """Through data/llamafactory/dataset_info.json, as a user's `dataset_dir: data/llamafactory` reads
-    it, with the test split switched on too (two datasets in one dataset_info.json, built by DVC)."""
-    set_params(scratch_repo, **{"llamafactory.splits": ["train", "test"]})
+    """Through data/dataset_info.json, as a user's `dataset_dir: data` reads it, each dataset a directory
+    of parts, with the test split switched on too (two datasets in one dataset_info.json, built by DVC)."""
+    set_params(scratch_repo, **{"targets.llamafactory": ["train", "test"]})
     run_project(["dvc", "repro"], scratch_repo)
-    data = scratch_repo / "data" / "llamafactory"
+    data = scratch_repo / "data"
     cmd = [llamafactory_py, COMPAT / "check_llamafactory.py", "--model-dir", tiny_qwen_lf_dir, "--dataset-dir", data,
            "--tokenizer", scratch_repo / "data" / "tokenizer" / "qwen2_5_vl"]  # total_tokens as LLaMA-Factory encodes
     rc, output = run(cmd, trainer_env, timeout=1800)
@@ -54,13 +54,14 @@ def test_llamafactory_loads_encodes_and_trains(scratch_repo, llamafactory_py, tr
     assert output.count("token counts of") == 2, output[-OUTPUT_TAIL:]
 
 
-def test_swift_loads_encodes_and_trains(repro_repo, swift_py, trainer_env, tiny_qwen_lf_dir):
-    """`swift sft` on data/swift, `swift rlhf --rlhf_type grpo` on data/swift_grpo with the shipped reward
-    plugin (src/vlprep/scoring/swift_reward.py, loaded by ms-swift's --external_plugins)."""
-    data = repro_repo / "data"
+def test_swift_loads_encodes_and_trains(all_targets_repo, swift_py, trainer_env, tiny_qwen_lf_dir):
+    """`swift sft` on data/swift/train, `swift rlhf --rlhf_type grpo` on data/swift_grpo/train (directories
+    of parts, as `--dataset` takes them) with the shipped reward plugin (src/vlprep/scoring/swift_reward.py,
+    loaded by ms-swift's --external_plugins)."""
+    data = all_targets_repo / "data"
     cmd = [swift_py, COMPAT / "check_swift.py", "--model-dir", tiny_qwen_lf_dir,
-           "--sft", data / "swift" / "train.parquet", "--grpo", data / "swift_grpo" / "train.parquet",
-           "--reward-plugin", repro_repo / "src" / "vlprep" / "scoring" / "swift_reward.py"]
+           "--sft", data / "swift" / "train", "--grpo", data / "swift_grpo" / "train",
+           "--reward-plugin", all_targets_repo / "src" / "vlprep" / "scoring" / "swift_reward.py"]
     rc, output = run(cmd, trainer_env, timeout=1800)
     print(output)
     assert rc == 0, output[-OUTPUT_TAIL:]

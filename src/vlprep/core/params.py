@@ -168,14 +168,21 @@ class TokenizerParams(Section):
     out: str
 
 
-class ModelParams(Section):
-    """The model every target is built for (README, "Model"): its tokenizer and its image processor's
-    budget. Read by every target, and by nothing upstream: changing it reruns exactly the targets."""
+# The model profiles src/vlprep/prompting/profiles.py defines (a test keeps the two equal), named here
+# so that params.py does not import them.
+PROFILE_NAMES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
+
+class ModelParams(Section):
+    """The model every target is built for: its tokenizer and its image processor's arithmetic (a profile:
+    patch and merge size, pixel and aspect limits). Read by every target, and by nothing upstream:
+    changing it reruns exactly the targets."""
+
+    profile: Literal[PROFILE_NAMES]
     tokenizer: str  # a local dir (the default: the Qwen2.5-VL tokenizer built offline) or a hub id
-    # Qwen2.5-VL image processor defaults: image tokens are counted as it resizes.
-    min_pixels: PositiveInt
-    max_pixels: PositiveInt
+    # The processor's pixel limits (its config's min_pixels / max_pixels); null = the profile's defaults.
+    min_pixels: PositiveInt | None
+    max_pixels: PositiveInt | None
 
 
 class TargetParams(EngineParams):
@@ -213,7 +220,11 @@ class TrlParams(SftParams):
 
 
 class LlamaFactoryParams(SftParams):
-    pass
+    # LLaMA-Factory resizes every image into these bounds before the model's processor sees it (its own
+    # keys, defaults 768*768 and 32*32): token counts and the overlong filter follow; set the same values
+    # in the training YAML.
+    image_max_pixels: PositiveInt
+    image_min_pixels: PositiveInt
 
 
 class SwiftParams(SftParams):

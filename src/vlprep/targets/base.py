@@ -24,7 +24,8 @@ from vlprep.curation.rebalance import rebalance_row
 from vlprep.engine.runner import Post, run_stage
 from vlprep.curation.selection import Selection, load_selection
 from vlprep.io.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
-from vlprep.prompting.tokens import ImageShapeError, check_budget, image_tokens, load_tokenizer, smart_resize
+from vlprep.prompting.profiles import ModelProfile, PreResize, get_profile
+from vlprep.prompting.tokens import ImageShapeError, check_budget, load_tokenizer
 
 
 @dataclass
@@ -50,30 +51,40 @@ class Config:
         params = {k: v for k, v in update.items() if k not in model}
         return Config(self.params.model_copy(update=params), self.model.model_copy(update=model))
 
+    @property
+    def profile(self) -> ModelProfile:
+        """The model's image arithmetic, with a trainer's own pre-resize where it has one (LLaMA-Factory)."""
+        m, p = self.model, self.params
+        pre = PreResize(p.image_max_pixels, p.image_min_pixels) if hasattr(p, "image_max_pixels") else False
+        return get_profile(m.profile, min_pixels=m.min_pixels, max_pixels=m.max_pixels, llamafactory=pre)
+
 
 @dataclass
 class Problem:
     options: dict
     images: list[dict]  # [{"bytes", "path": None}] in order, resized where the params ask for it
-    image_tokens: list[int]  # per image, as Qwen2.5-VL counts them
+    image_tokens: list[int]  # per image, as the model profile's processor counts them
 
 
 def read_problem(row: dict, cfg: Config, stats: StageStats) -> Problem:
     """The parts of an hf_bytes row every target needs, checked against what trainers refuse."""
     reject_reserved_markers(row["question"], row["options"] or "")  # options: null for open questions
-    budget, images, tokens = cfg.model, [], []
+    profile, images, tokens = cfg.profile, [], []
     for image in row["images"] or []:
         data = image["bytes"]
         info = probe(data)  # header only: sizes without decoding (hf_bytes validated them already)
         try:
-            h, w = smart_resize(info.height, info.width, budget.min_pixels, budget.max_pixels)
+            if not profile.aspect_ok(info.width, info.height):
+                raise ImageShapeError(f"aspect ratio {max(info.width, info.height) / min(info.width, info.height):.0f} "
+                                      f"> {profile.max_aspect_ratio:.0f}")
+            w, h = profile.processor_size(info.width, info.height)
         except ImageShapeError as e:
-            raise Rejected("image_aspect_ratio", str(e)) from None  # Qwen's processor would raise at train time
-        if cfg.params.resize_to_max_pixels and info.width * info.height > budget.max_pixels:
+            raise Rejected("image_aspect_ratio", str(e)) from None  # the processor would raise at train time
+        if cfg.params.resize_to_max_pixels and info.width * info.height > profile.max_pixels:
             data = resize_image(data, info.format, (w, h))
             stats.counts["images_resized"] += 1
         images.append({"bytes": data, "path": None})
-        tokens.append(image_tokens(w, h, budget.min_pixels, budget.max_pixels))
+        tokens.append(profile.image_tokens(info.width, info.height))
     return Problem(json.loads(row["options"]) if row["options"] else {}, images, tokens)
 
 
