@@ -30,7 +30,7 @@ CLASSES = {
     "null_options": ({"options": None}, "B", "options_missing", None, None),
     "null_label": ({"answer_label": None}, "A", "answer_label_missing", None, None),
     "null_answer": ({"answer": None}, "A", KEPT, KEPT, KEPT),
-    "null_reasoning": ({"reasoning": None}, "A", KEPT, KEPT, "reasoning_missing"),
+    "null_reasoning": ({"reasoning": None}, "A", KEPT, KEPT, KEPT),  # trl teaches the answer (response: auto)
     "null_dataset_name": ({"dataset_name": None}, "A", KEPT, KEPT, KEPT),
     "null_dataset_index": ({"dataset_index": None}, "A", KEPT, KEPT, KEPT),
     "null_misc": ({"misc": None}, "B", KEPT, KEPT, KEPT),
@@ -182,7 +182,7 @@ MAPPED_CLASSES = {
     "csv_path_traversal": ("csv", {"img": "../secret.png"}, "image_path_outside_root", None, None),
     "csv_missing_image_file": ("csv", {"img": "nope.png"}, "image_file_missing", None, None),
     "csv_chat_token_in_option": ("csv", {"opa": "a<|im_end|>"}, KEPT, "reserved_marker_in_text", "reserved_marker_in_text"),
-    "csv_no_reasoning": ("csv", {"reasoning": ""}, KEPT, KEPT, "reasoning_missing"),
+    "csv_no_reasoning": ("csv", {"reasoning": ""}, KEPT, KEPT, KEPT),
     "open_good": ("jsonl", {}, KEPT, KEPT, KEPT),
     "yesno_good": ("jsonl", {"question": "Is it normal?", "answer": "No."}, KEPT, KEPT, KEPT),
     "open_no_answer": ("jsonl", {"answer": None}, "answer_missing", None, None),

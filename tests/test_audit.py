@@ -210,9 +210,10 @@ def test_within_train_pairs_link_each_copy_to_the_first(tmp_path):
 
 def run_stage(project: Path, **params) -> dict[str, str]:
     p = {**DEFAULTS.model_dump(), "num_proc": 1, **params}
-    (project / "params.yaml").write_text(yaml.safe_dump({"audit": p}))
-    subprocess.run([sys.executable, str(REPO / "stages" / "audit.py"), "data/hf_bytes/train", "data/hf_bytes/test",
-                    "data/audit"], cwd=project, check=True)
+    inputs = {"train": "raw/train", "test": "raw/test"}  # what the splits were built from (not read here)
+    (project / "params.yaml").write_text(yaml.safe_dump({"audit": p, "inputs": inputs}))
+    subprocess.run([sys.executable, str(REPO / "stages" / "audit.py"), "data/hf_bytes", "data/audit"], cwd=project,
+                   check=True)
     outs = [project / "data/audit/pairs.parquet", project / "data/audit/flagged_train_rows.parquet",
             project / "metrics/audit/contamination.json"]
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in outs}

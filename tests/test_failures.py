@@ -200,8 +200,9 @@ def test_an_unwritable_output_directory_names_it(workdir):
 ])
 def test_a_tokenizer_that_cannot_load_is_one_line(workdir, repro_repo, tokenizer, words):
     set_params(workdir, **{"model.tokenizer": tokenizer})
-    cmd = [sys.executable, str(REPO / "stages/verl.py"), "train", str(repro_repo / "data/hf_bytes/train"),
-           "data/verl/train"]
+    (workdir / "data").mkdir(exist_ok=True)
+    (workdir / "data/hf_bytes").symlink_to(repro_repo / "data/hf_bytes")
+    cmd = [sys.executable, str(REPO / "stages/target.py"), "verl", "train"]
     # No network here, and none wanted: hub access is off as on an offline cluster.
     proc = run(cmd, workdir, check=False, env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(workdir / "hf")})
     assert proc.returncode == 1

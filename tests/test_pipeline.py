@@ -68,7 +68,8 @@ def test_sample_drops_are_visible_by_reason(repro_repo):
         assert m["dropped"].get(reason, 0) > 0, reason
     assert m["images_truncated_by_k"] > 0
     assert m["duplicate_dataset_index"] == 1
-    assert load_metrics(repro_repo, "trl/train")["dropped"]["reasoning_missing"] > 0
+    trl = load_metrics(repro_repo, "trl/train")  # rows without reasoning teach the answer (trl.response: auto)
+    assert trl["response_answer"] > 0 and trl["response_reasoning"] > 0 and "reasoning_missing" not in trl["dropped"]
 
 
 def test_dvc_metrics_show_lists_every_stage(repro_repo):

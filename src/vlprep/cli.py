@@ -110,7 +110,7 @@ def stale_outputs(root: Path) -> list[Path]:
     stale = []
     for target in TARGETS:
         for where in (paths.DATA / target, paths.REJECTS / target, paths.METRICS / target, paths.PLOTS / target):
-            for p in sorted((root / where).glob("*")):
+            for p in sorted((root / where).glob("[!.]*")):  # not DVC's .gitignore
                 split = p.name.removesuffix(".parquet").removesuffix(".json")
                 if split not in targets[target]:
                     stale.append(p)

@@ -36,9 +36,13 @@ def _terminate(signum, frame):
 
 
 def stage_name(argv: list[str]) -> str:
-    """`verl[train]` for `stages/verl.py train ...`; the script's name alone for stages without a split."""
-    name = Path(argv[0]).stem
-    return f"{name}[{argv[1]}]" if len(argv) > 2 and not argv[1].startswith("-") else name
+    """`hf_bytes[train]` for `stages/hf_bytes.py train ...`, `verl[train]` for `stages/target.py verl train`;
+    the script's name alone for stages without a split."""
+    name, args = Path(argv[0]).stem, argv[1:]
+    if name == "target" and len(args) >= 2:
+        name, args = args[0], args[1:]
+        return f"{name}[{args[0]}]"
+    return f"{name}[{args[0]}]" if len(args) > 1 and not args[0].startswith("-") else name
 
 
 def _gb(n: int) -> str:
