@@ -292,14 +292,14 @@ def test_the_train_index_holds_only_fixed_size_arrays(tmp_path):
 
 # ---------------------------------------------------------------- DVC
 
-def test_an_audit_param_reruns_only_the_audit(scratch_repo):
+def test_an_audit_param_reruns_the_audit_and_its_readers_only(scratch_repo):
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
     assert json.loads((scratch_repo / "metrics/audit/contamination.json").read_text())["params"]["near_item_threshold"] == 0.7
     set_params(scratch_repo, **{"audit.near_item_threshold": 0.9})
     out = run(["dvc", "repro"], scratch_repo).stdout
     # select reads the flagged rows (to drop them when audit.drop_train_contaminated is on): it reruns in
     # about a second and, with dropping off, writes the same selection, so no target reruns.
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"audit", "select"}
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == {"audit", "select", "summary", "card", "preview"}  # products read the audit metrics
     metrics = json.loads((scratch_repo / "metrics/audit/contamination.json").read_text())
     assert metrics["params"]["near_item_threshold"] == 0.9
     assert "up to date" in run(["dvc", "status"], scratch_repo).stdout
