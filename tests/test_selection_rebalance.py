@@ -272,7 +272,7 @@ def test_audit_thresholds_rerun_only_the_audit_unless_dropping(scratch_repo):
     repo = scratch_repo
     # dropping off: the audit reruns, select rewrites the same (empty) selection, no target reruns
     set_params(repo, **{"audit.near_item_threshold": 0.8})
-    assert repro_ran(repo) == {"audit", "select"}
+    assert repro_ran(repo) == {"audit", "select", *REPORTS}  # the products read the audit metrics
     # switching dropping on: no audit rerun, only the train targets (test data never changes)
     set_params(repo, **{"audit.drop_train_contaminated": True})
     assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
