@@ -27,12 +27,11 @@ def main() -> None:
         for target, splits in targets.items():
             if not splits:
                 continue
-            sections = {name: load_section(name) for name in ("hf_bytes", "subset", "audit", "model", target)}
             rows, drops = split_drops(target, splits)
             files = {s: f"data/{target}/{s}/part-*.parquet" for s in splits}  # from the project directory
             (tmp / target).mkdir()
             (tmp / target / "README.md").write_text(product_card(
-                target, meta, features_from_arrow(TARGET_SCHEMAS[target]), rows, files, built_by(target, sections),
+                target, meta, features_from_arrow(TARGET_SCHEMAS[target]), rows, files, built_by(target),
                 drops, loading_files(target, files, hub=False)))
     write_json(args.dataset_info, dataset_info(targets["llamafactory"]))
 

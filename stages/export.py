@@ -19,10 +19,8 @@ def main() -> None:
     if not splits:
         raise ParamsError(f"params.yaml: export.products lists {product}, which the params do not build: "
                           f"add splits to targets.{product}, or remove it from export.products")
-    names = ["hf_bytes"] + ([] if product == "hf_bytes" else ["subset", "audit", "model", product])
     with atomic_path(args.output) as tmp:
-        export(tmp, product, splits, load_section("export").rows_per_shard, load_section("card"),
-               {name: load_section(name) for name in names})
+        export(tmp, product, splits, load_section("export").rows_per_shard, load_section("card"))
 
 
 if __name__ == "__main__":

@@ -63,3 +63,13 @@ def test_a_stage_stops_with_one_line_naming_the_key(tmp_path):
         "hf_bytes[train]: params.yaml: hf_bytes.bad_image: Input should be 'drop_row' or 'drop_image' (got 'drop_images')"
     ]
     assert not (tmp_path / "data").exists()
+
+
+def test_targets_and_export_name_exactly_the_registered_targets():
+    from typing import get_args
+
+    from vlprep.core.params import ExportParams, TargetsParams
+    from vlprep.core.targets import TARGETS
+
+    assert list(TargetsParams.model_fields) == list(TARGETS)
+    assert get_args(get_args(ExportParams.model_fields["products"].annotation)[0]) == ("hf_bytes", *TARGETS)

@@ -200,8 +200,8 @@ class TargetParams(EngineParams):
 
 class SftParams(TargetParams):
     # What the assistant turn teaches: `reasoning`: <think>reasoning</think><answer>..</answer>, rows
-    # without reasoning dropped (reasoning_missing); `answer`: <answer>..</answer> only; `auto`: the
-    # first where the row has reasoning, else the second (counted in metrics as response_<mode>).
+    # without reasoning dropped (reasoning_missing); `answer`: an empty <think></think>, then the answer;
+    # `auto`: the first where the row has reasoning, else the second (counted as response_<mode>).
     response: Literal["auto", "reasoning", "answer"]
     max_total_tokens: PositiveInt | None  # prompt + images + response; null = keep all
 
@@ -241,7 +241,9 @@ SplitName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 class TargetsParams(Section):
     """Which splits each target builds; [] switches a target off. Every target of core/targets.py is
-    listed (dvc.yaml iterates over each list), and a listed split must be one of `inputs`."""
+    listed (dvc.yaml iterates over each list), and a listed split must be one of `inputs`. The names are
+    written here, not imported, so that every stage does not depend on the target table (a test keeps
+    the two equal, as it does ExportParams' products)."""
 
     verl: list[SplitName]
     trl: list[SplitName]

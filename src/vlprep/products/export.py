@@ -69,9 +69,9 @@ def write_split(out: Path, product: str, split: str, rows_per_shard: int) -> tup
     return total, [f"data/{split}-{i:05d}-of-{n:05d}.parquet" for i in range(n)]
 
 
-def export(folder: Path, product: str, splits: list[str], rows_per_shard: int, meta, sections: dict) -> None:
+def export(folder: Path, product: str, splits: list[str], rows_per_shard: int, meta) -> None:
     """Write the Hub-ready folder (an empty directory) for `splits` of `product`; `meta` is the card
-    section, `sections` the validated params sections built_by reads."""
+    section."""
     (folder / "data").mkdir(parents=True)
     rows, shards = {}, {}
     for split in splits:
@@ -80,7 +80,7 @@ def export(folder: Path, product: str, splits: list[str], rows_per_shard: int, m
     files = {s: f"data/{s}-*" for s in splits}
     configs = [{"config_name": "default", "data_files": [{"split": s, "path": f} for s, f in files.items()]}]
     (folder / "README.md").write_text(product_card(
-        product, meta, features_from_arrow(export_schema(product)), rows, files, built_by(product, sections), drops,
+        product, meta, features_from_arrow(export_schema(product)), rows, files, built_by(product), drops,
         loading_files(product, files, hub=True, shards=shards) if product != "hf_bytes" else _hub_hf_bytes(),
         configs=configs))
 

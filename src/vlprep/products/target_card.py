@@ -3,7 +3,7 @@ built it, and how its trainer loads it (products/card.py renders it)."""
 from __future__ import annotations
 
 from vlprep.core.metrics import read_metrics
-from vlprep.core.params import SCHEDULING_KEYS
+from vlprep.core.params import SCHEDULING_KEYS, load_section
 from vlprep.core.targets import TARGETS
 from vlprep.products.card import HF_BYTES_WHAT, StageDrops, card_text
 
@@ -32,15 +32,14 @@ def split_drops(product: str, splits: list[str]) -> tuple[dict[str, int], list[S
     return rows, drops
 
 
-def built_by(product: str, sections: dict) -> dict:
+def built_by(product: str) -> dict:
     """The params.yaml values that built a product (scheduling keys left out: they do not change the
-    bytes): hf_bytes, the row selection, the model and the target's own section. `sections`: name ->
-    validated section."""
-    keep = lambda name: sections[name].model_dump(exclude=SCHEDULING_KEYS)  # noqa: E731
+    bytes): hf_bytes, and for a target the row selection, the model and the target's own section."""
+    keep = lambda name: load_section(name).model_dump(exclude=SCHEDULING_KEYS)  # noqa: E731
     out = {"hf_bytes": keep("hf_bytes")}
     if product != "hf_bytes":
         out["subset"] = keep("subset")
-        out["audit"] = {"drop_train_contaminated": sections["audit"].drop_train_contaminated}
+        out["audit"] = {"drop_train_contaminated": load_section("audit").drop_train_contaminated}
         out["model"] = keep("model")
         out[product] = keep(product)
     return out

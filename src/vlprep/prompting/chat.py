@@ -22,16 +22,13 @@ def taught_response(row: dict, response: str) -> str | None:
     return "reasoning" if has_reasoning else None
 
 
-def chat_messages(row: dict, response: str | None) -> list[dict] | None:
-    """TRL/Qwen conversational form: one image placeholder per image, then the text; with a response
-    mode (SFT), the assistant's think/answer turn too. None when the row has nothing to teach."""
+def chat_messages(row: dict, taught: str | None) -> list[dict]:
+    """TRL/Qwen conversational form: one image placeholder per image, then the text; with what the
+    assistant turn teaches (taught_response: "reasoning" | "answer"; SFT), that turn too."""
     text = problem_text(row["question"], row["options"])  # null for open / yes-no questions
     parts = [{"type": "image", "text": None} for _ in row["images"] or []]
     messages = [{"role": "user", "content": [*parts, {"type": "text", "text": text}]}]
-    if response is not None:
-        taught = taught_response(row, response)
-        if taught is None:
-            return None
+    if taught is not None:
         reasoning = row["reasoning"] if taught == "reasoning" else ""
         messages.append({"role": "assistant", "content": [{"type": "text", "text": response_text(reasoning, final_answer(row))}]})
     return messages
@@ -114,14 +111,14 @@ def render_chats(rows: list[dict], tokenizer, response: str | None, where: str, 
     texts: list[str] = []
     for i, row in enumerate(rows):
         try:
-            messages = chat_messages(row, response)
-            if messages is None:
-                rendered.append(None)
+            taught = taught_response(row, response) if response is not None else None
+            if response is not None and taught is None:
+                rendered.append(None)  # nothing to teach (response: reasoning, none in the row)
                 continue
+            messages = chat_messages(row, taught)
             texts.append(render(messages[:1], add_generation_prompt=True))
-            chat = RenderedChat(messages, prompt_tokens_with_pads=-1)
-            if response is not None:
-                chat.response = taught_response(row, response)
+            chat = RenderedChat(messages, prompt_tokens_with_pads=-1, response=taught)
+            if taught is not None:
                 chat.text = render(messages)
                 texts.append(chat.text)
         except Exception as e:  # hf_bytes rows are validated: this is a bug or a hand-edited input

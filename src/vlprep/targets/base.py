@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +51,7 @@ class Config:
         params = {k: v for k, v in update.items() if k not in model}
         return Config(self.params.model_copy(update=params), self.model.model_copy(update=model))
 
-    @property
+    @cached_property  # read for every image of every row: built once per Config
     def profile(self) -> ModelProfile:
         """The model's image arithmetic, with a trainer's own pre-resize where it has one (LLaMA-Factory)."""
         m, p = self.model, self.params
