@@ -82,6 +82,7 @@ def test_mapped_column_missing_names_the_input_file_and_column(workdir):
     proc = hf_bytes(workdir)
     assert proc.returncode != 0
     assert "inputs.train[0]" in proc.stderr and "a.csv" in proc.stderr and "Choice C" in proc.stderr
+    assert "`columns:` mapping" in proc.stderr and "`optional`" in proc.stderr  # and says what to do
     assert not (workdir / "data/hf_bytes/train").exists()
 
 

@@ -80,7 +80,9 @@ def check_columns(inp: Input, path, names: list[str], schema: pa.Schema | None =
     m = inp.mapping
     missing = [c for c in m.columns() if c not in names and c not in m.optional]
     if missing:
-        raise InputError(f"{inp.label} ({path}): mapped column(s) {missing} not in the file; it has {names}")
+        raise InputError(f"{inp.label} ({path}): mapped column(s) {missing} not in the file; it has {names}. "
+                         f"Name the file's columns in a `columns:` mapping for {inp.label} (a preset's is in "
+                         "src/vlprep/ingest/presets.py), or list these in its `optional` to read them as null")
     if schema is None:
         return
     listy = {m.option_list: "a list (or JSON array string)"}
