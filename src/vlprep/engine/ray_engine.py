@@ -14,6 +14,7 @@ import signal
 import socket
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -25,6 +26,8 @@ from vlprep.engine.parts import Parted, PartResult, run_part
 OBJECT_STORE_BYTES = 256 << 20
 # How long connecting to a cluster may take before the stage gives up (Ray itself retries for minutes).
 CONNECT_TIMEOUT_S = 60
+# How often the stage, waiting for a part, returns to Python to act on a SIGTERM (see _signals_between_waits).
+WAIT_POLL_S = 0.5
 # Attempts of a part whose worker process died (killed, out of memory) before the stage fails.
 TASK_RETRIES = 3
 
@@ -135,6 +138,33 @@ def _connect(address: str | None, num_cpus: int) -> Stop:
     return disconnect
 
 
+@contextmanager
+def _signals_between_waits() -> Iterator[Callable[[], None]]:
+    """While the stage waits on Ray: SIGTERM is noted, and acted upon by check() (the stage's own
+    handler, which raises Terminated) in Python code between two waits.
+
+    Ray runs Python's signal handlers inside its blocking calls (ray.get, ray.wait) and turns a
+    KeyboardInterrupt they raise into its own, but drops any other exception: the stage's SIGTERM
+    handler raising Terminated there was lost, the stage went on waiting, and published once its
+    parts were done. Ctrl-C needs nothing: Ray raises its KeyboardInterrupt from the wait."""
+    noted: list[int] = []
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def check() -> None:
+        if noted:
+            signal.signal(signal.SIGTERM, previous)
+            if callable(previous):
+                previous(signal.SIGTERM, None)  # raises Terminated (failures.stage_main)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum))
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _processes() -> dict[int, tuple[int, str, str]]:
     """pid -> (parent pid, start time, state) of every process, from /proc (Linux; elsewhere: none)."""
     table = {}
@@ -204,15 +234,21 @@ def run_parts_on_ray(output: Parted, parts: list, unit_fn, attach, address: str 
                             output.observer, cwd) for i, units in enumerate(parts)]
         finished = False
         try:
-            for i, ref in enumerate(refs):
-                try:
-                    yield ray.get(ref)
-                except ray.exceptions.RayTaskError as e:
-                    raise e.cause from None  # what the part raised (InputError: one line; a bug: its traceback)
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                        ray.exceptions.ObjectLostError) as e:
-                    raise WorkerDied(f"part {i} of {len(parts)}: its Ray worker died {TASK_RETRIES + 1} times "
-                                     f"({type(e).__name__}); nothing was published") from None
+            with _signals_between_waits() as check:
+                for i, ref in enumerate(refs):
+                    try:
+                        while not ray.wait([ref], timeout=WAIT_POLL_S)[0]:
+                            check()
+                        check()
+                        result = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:
+                        raise e.cause from None  # what the part raised (InputError: one line; a bug: its traceback)
+                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                            ray.exceptions.ObjectLostError) as e:
+                        raise WorkerDied(f"part {i} of {len(parts)}: its Ray worker died {TASK_RETRIES + 1} times "
+                                         f"({type(e).__name__}); nothing was published") from None
+                    yield result
+                check()
             finished = True
         finally:
             # Interrupted or failed: no task may go on writing into a directory about to be removed.
