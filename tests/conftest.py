@@ -11,6 +11,7 @@ import fcntl
 import os
 import queue
 import shutil
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -230,6 +231,11 @@ def pytest_runtest_logreport(report):
 
 def pytest_configure(config):
     _CONFIG[:] = [config]
+    # A run started in the background by a script (`cmd &` without job control, nohup ... &) inherits
+    # SIGINT ignored, and so does every stage a test starts: the Ctrl-C tests would then wait out their
+    # timeout on a stage that cannot be interrupted. The tests' processes get Ctrl-C as from a terminal.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_sessionfinish(session):
