@@ -1,16 +1,42 @@
-"""Shared fixtures: a real copy of the project in a real git repo, driven by the real `dvc` CLI."""
+"""Shared fixtures: a real copy of the project in a real git repo, driven by the real `dvc` CLI.
+
+The suite runs on every core with pytest-xdist (pyproject: addopts `-n 2 --dist loadscope`: a module's
+tests stay on one worker, so its module fixtures are built once). What several workers need is built
+once for the whole run: the `dvc repro` of the sample project (`repro_repo`, under a file lock in the
+run's shared temp dir, then copied per worker) and the trainer virtualenvs (tests/compat/
+conftest_helpers.py, started in the background as soon as the run has collected a trainer test)."""
 from __future__ import annotations
 
+import fcntl
 import os
+import queue
 import shutil
+import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: its python and dvc run the stages
+COMPAT = Path(__file__).resolve().parent / "compat"
+sys.path.insert(0, str(COMPAT))
+import conftest_helpers  # noqa: E402
+
+# The trainer virtualenvs the tests of each module need (their fixtures call trainer_python(name)).
+TRAINER_VENVS = {
+    "test_trainer_compat.py": ("trainers",),
+    "test_reward_compat.py": ("trainers",),
+    "test_trainers2_compat.py": ("llamafactory", "swift"),
+}
+
+# Generating examples on a machine that is busy with other work (both cores taken by the other
+# xdist worker, a CI neighbour) must not fail a property test: no wall-clock health check, no deadline.
+settings.register_profile("vlprep", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("vlprep")
 
 
 def run(cmd: list[str] | str, cwd: Path, check: bool = True, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -50,12 +76,43 @@ def copy_project(dest: Path) -> Path:
     return dest
 
 
+def is_xdist_worker(config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def run_temp(tmp_path_factory) -> Path:
+    """The temp dir of the whole run: with xdist, the parent of every worker's basetemp."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextmanager
+def run_lock(tmp_path_factory, name: str):
+    """An exclusive lock for the whole run (all xdist workers), around building something once."""
+    with open(run_temp(tmp_path_factory) / f"{name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def repro_repo(tmp_path_factory) -> Path:
-    """A project copy on which `dvc repro` has completed (shared: treat as read-only)."""
-    repo = copy_project(tmp_path_factory.mktemp("repro") / "project")
-    run(["dvc", "repro"], repo)
-    return repo
+    """A project copy on which `dvc repro` has completed (shared: treat as read-only).
+
+    Built once per run: the first worker to get here runs `dvc repro`, the others wait on the lock.
+    Each xdist worker then works on its own copy (tests run `dvc status` and the like in it, and DVC
+    locks the repo while they do)."""
+    built = run_temp(tmp_path_factory) / "repro-shared" / "project"
+    with run_lock(tmp_path_factory, "repro"):
+        if not (built.parent / "done").exists():
+            shutil.rmtree(built.parent, ignore_errors=True)  # a failed attempt's leftovers
+            repo = copy_project(built)
+            run(["dvc", "repro"], repo)
+            (built.parent / "done").touch()
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return built
+    mine = tmp_path_factory.mktemp("repro") / "project"
+    shutil.copytree(built, mine, symlinks=True)
+    return mine
 
 
 ALL_TARGETS = {"targets.llamafactory": ["train", "test"], "targets.swift": ["train"], "targets.swift_grpo": ["train"]}
@@ -143,3 +200,69 @@ def md5_tree(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+# --- trainer virtualenvs, built in the background ----------------------------------------------------
+# Lines from the build threads, printed by the main thread between test reports (pytest's terminal
+# reporter is not thread-safe, and output from a thread during a test would be captured with the test).
+_venv_lines: "queue.Queue[str]" = queue.Queue()
+
+
+def _start_trainer_venvs(config, test_files) -> None:
+    names = sorted({n for f in test_files for n in TRAINER_VENVS.get(Path(f).name, ())})
+    if not names:
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"trainer venvs: building {', '.join(names)} in the background "
+                            f"(cache {conftest_helpers.venv_cache_dir()})")
+    conftest_helpers.start_builds(names, report=_venv_lines.put)
+
+
+def _print_venv_lines(config) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    while True:
+        try:
+            line = _venv_lines.get_nowait()
+        except queue.Empty:
+            return
+        if reporter is not None:
+            reporter.write_line(line)
+
+
+def pytest_collection_finish(session):
+    """Without xdist: start the builds the collected tests need as soon as collection ends."""
+    if not is_xdist_worker(session.config):
+        _start_trainer_venvs(session.config, {str(item.path) for item in session.items})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    """xdist controller: the first worker's collection says which tests the run has; start the builds
+    here, in the controller, while the workers run the other tests (their fixtures wait for them)."""
+    config = node.config
+    if getattr(config, "_vlprep_venvs_started", False):
+        return
+    config._vlprep_venvs_started = True
+    _start_trainer_venvs(config, {nodeid.split("::")[0] for nodeid in ids})
+
+
+def pytest_runtest_logreport(report):
+    if _CONFIG:
+        _print_venv_lines(_CONFIG[0])
+
+
+def pytest_configure(config):
+    _CONFIG[:] = [config]
+    # A run started in the background by a script (`cmd &` without job control, nohup ... &) inherits
+    # SIGINT ignored, and so does every stage a test starts: the Ctrl-C tests would then wait out their
+    # timeout on a stage that cannot be interrupted. The tests' processes get Ctrl-C as from a terminal.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_sessionfinish(session):
+    _print_venv_lines(session.config)
+
+
+_CONFIG: list = []

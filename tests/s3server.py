@@ -145,6 +145,14 @@ def pick_ports(n: int) -> list[int]:
     every port is chosen, so the n ports are distinct.
     """
     low, high = 20000, _ephemeral_low()
+    # pytest-xdist workers (gw0, gw1, ...) each draw from their own slice of the range, so two
+    # servers started at once by two workers never pick the same port between check and bind.
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        span = (high - low) // count
+        low += int(worker[2:]) % count * span
+        high = low + span
     held: list[socket.socket] = []
     ports: list[int] = []
     try:

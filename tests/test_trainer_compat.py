@@ -1,8 +1,8 @@
 """The pipeline's outputs load and train in the real trainers (verl 0.9.1, TRL 1.16).
 
 These run tests/compat/check_verl.py and check_trl.py with the python of a trainer
-virtualenv (built on first use from tests/compat/requirements-trainers.txt and cached,
-see tests/compat/conftest_helpers.py; ~2-3 min and ~6.6 GB the first time) on the files
+virtualenv (built from tests/compat/requirements-trainers.txt in the background when the run
+starts, with uv, and cached, see tests/compat/conftest_helpers.py and docs/testing.md) on the files
 `dvc repro` produced in the `repro_repo` fixture, against a tiny random Qwen2.5-VL
 built offline by tests/compat/tiny_qwen.py.
 """

@@ -63,13 +63,34 @@ def explain_os_error(e: OSError) -> str | None:
     return None
 
 
+def _interruption(e: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM that `e` was raised while handling, if any: cleanup that fails on the way
+    down (a Ray worker or raylet already gone, say) still ends as the interruption it was cleaning up
+    after, not in a traceback."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (KeyboardInterrupt, Terminated)):
+            return e
+        seen.add(id(e))
+        e = e.__context__
+    return None
+
+
 def stage_main(body: Callable[[], object]) -> None:
     """Run a stage script's body; every failure the user can act on ends in one line on stderr."""
     name = stage_name(sys.argv)
     signal.signal(signal.SIGTERM, _terminate)
     sweep_leftovers()  # what killed runs left, whichever stage they were
     try:
-        body()
+        try:
+            body()
+        except (KeyboardInterrupt, Terminated):
+            raise
+        except BaseException as e:
+            interruption = _interruption(e)
+            if interruption is None:
+                raise
+            raise interruption from None
     except (ParamsError, InputError, WorkerDied, ClusterUnreachable) as e:
         sys.exit(f"{name}: {e}")
     except KeyboardInterrupt:
