@@ -1,4 +1,4 @@
-"""The image pre-flight in hf_bytes (src/vlprep/io/images.py): every image a trainer's processor would
+"""The image pre-flight in hf_bytes (src/vlprep/io/preflight.py): every image a trainer's processor would
 misread is fixed deterministically, or dropped with a registered reason, and counted; ordinary images
 pass byte-for-byte without a pixel decode.
 
@@ -26,7 +26,9 @@ from vlprep.core.params import load_section
 from vlprep.core.schema import RAW_REQUIRED
 from vlprep.ingest.hf_bytes import convert_row, convert_unit
 from vlprep.io import images as images_module
-from vlprep.io.images import FIXES, Preflight, normalize_image
+from vlprep.io import preflight as preflight_module
+from vlprep.io.images import normalize_image
+from vlprep.io.preflight import FIXES, Preflight, preflight_image
 from vlprep.io.sources import plan_units
 
 WHITE = (255, 255, 255)
@@ -407,7 +409,7 @@ def test_undecodable_pixels_behind_a_valid_header_are_corrupt():
               + _chunk(b"IDAT", b"not zlib data at all") + _chunk(b"IEND", b""))
     assert normalize_image(broken, None).data == broken  # without the pre-flight: passed on
     with pytest.raises(Rejected) as e:
-        normalize_image(broken, None, preflight=Preflight())
+        preflight_image(broken, None, Preflight())
     assert e.value.reason == "image_corrupt"
 
 
@@ -419,8 +421,8 @@ def no_decode(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("decoded an image the fast path should pass")
 
-    monkeypatch.setattr(images_module, "_decode", refuse)
-    monkeypatch.setattr(images_module.Image, "open", refuse)
+    monkeypatch.setattr(preflight_module, "_decode", refuse)
+    monkeypatch.setattr(preflight_module.Image, "open", refuse)
 
 
 ORDINARY = {
@@ -438,7 +440,7 @@ ORDINARY = {
 def test_ordinary_images_are_not_decoded(name, no_decode):
     """(A JPEG too small for its scan's length to rule out a blank image gets a 1/8-scale decode.)"""
     data = ORDINARY[name]()
-    info = normalize_image(data, None, preflight=Preflight())
+    info = preflight_image(data, None, Preflight())
     assert info.data == data and info.fixes == () and not info.blank
 
 
@@ -454,11 +456,11 @@ def test_png_blank_screen_is_exact_under_every_filter(filters, channels, monkeyp
     for pixels, is_blank in ((blank, True), (almost, False), (varied, False)):
         data = png_raw(pixels, color_type, filters=filters)
         assert np.array_equal(np.asarray(decoded(data)).reshape(pixels.shape), pixels)  # the writer is right
-        info = normalize_image(data, None, preflight=Preflight())
+        info = preflight_image(data, None, Preflight())
         assert info.blank is is_blank and info.data == data
     with monkeypatch.context() as m:  # a varied first row is seen without a decode
-        m.setattr(images_module, "_decode", lambda *a: pytest.fail("decoded"))
-        assert not normalize_image(png_raw(varied, color_type, filters=filters), None, preflight=Preflight()).blank
+        m.setattr(preflight_module, "_decode", lambda *a: pytest.fail("decoded"))
+        assert not preflight_image(png_raw(varied, color_type, filters=filters), None, Preflight()).blank
 
 
 def test_smooth_jpegs_are_told_from_blank_ones_without_a_decode(no_decode):
@@ -469,7 +471,7 @@ def test_smooth_jpegs_are_told_from_blank_ones_without_a_decode(no_decode):
     data = encode(Image.fromarray(smooth.astype(np.uint8)), "JPEG", quality=85)
     layout = images_module._jpeg_walk(data)
     assert 4096 <= len(data) - layout.scan_start <= 4 * layout.blocks  # the case the compression screen is for
-    info = normalize_image(data, None, preflight=Preflight())
+    info = preflight_image(data, None, Preflight())
     assert info.data == data and not info.blank
 
 
@@ -477,16 +479,16 @@ def test_jpeg_blank_screen_decodes_only_near_uniform_images():
     flat = np.full((64, 64, 3), 90, np.uint8)
     square = flat.copy()
     square[40:44, 40:44] = 200
-    assert normalize_image(encode(Image.fromarray(flat), "JPEG"), None, preflight=Preflight()).blank
-    assert not normalize_image(encode(Image.fromarray(square), "JPEG"), None, preflight=Preflight()).blank
+    assert preflight_image(encode(Image.fromarray(flat), "JPEG"), None, Preflight()).blank
+    assert not preflight_image(encode(Image.fromarray(square), "JPEG"), None, Preflight()).blank
 
 
 def test_a_percentile_window_spreads_the_bulk_and_clips_the_outliers():
     values = ramp16(400, 4, 1000) + 1000
     values[0, :4] = 65535  # four hot pixels
     image = Image.fromarray(values)
-    minmax = np.asarray(decoded(normalize_image(image, None, preflight=Preflight()).data))
-    window = np.asarray(decoded(normalize_image(image, None, preflight=Preflight(window=(1, 99))).data))
+    minmax = np.asarray(decoded(preflight_image(image, None, Preflight()).data))
+    window = np.asarray(decoded(preflight_image(image, None, Preflight(window=(1, 99))).data))
     assert len(np.unique(minmax[1:])) < 10  # min..max: the outliers squeeze the ramp into a few levels
     assert len(np.unique(window[1:])) >= 200 and window[0, 0] == 255  # window: the ramp spreads, outliers clip
 

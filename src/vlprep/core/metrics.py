@@ -42,7 +42,7 @@ DROP_REASONS = {
     "image_path_outside_root": "an image path leading outside the allowed root",
     "image_file_missing": "an image path naming no file",
     "image_file_unreadable": "an image file that cannot be read",
-    # image pre-flight (hf_bytes; src/vlprep/io/images.py)
+    # image pre-flight (hf_bytes; src/vlprep/io/preflight.py)
     "image_mode_unsupported": "an image mode Pillow cannot convert to RGB / L for the processors",
     "image_blank": "every pixel of the image has one value, with hf_bytes.blank_image: drop",
     # trainer targets (verl, trl)

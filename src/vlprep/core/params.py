@@ -59,7 +59,7 @@ class HfBytesParams(EngineParams):
     # Question types kept (derived per row: options -> mcq; none -> open, or yesno for a yes/no answer);
     # the others are dropped as question_type_excluded. [mcq] keeps only multiple-choice rows.
     question_types: Annotated[list[Literal["mcq", "open", "yesno"]], Field(min_length=1)]
-    # Image pre-flight (src/vlprep/io/images.py): 16-bit / 32-bit / float images are mapped to 8 bits
+    # Image pre-flight (src/vlprep/io/preflight.py): 16-bit / 32-bit / float images are mapped to 8 bits
     # linearly from the low to the high percentile of their own values (0, 100 = min..max: nothing clips)
     high_bit_depth_window: Annotated[list[Annotated[float, Field(ge=0, le=100)]], Field(min_length=2, max_length=2)]
     background: Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]  # RGB under transparency

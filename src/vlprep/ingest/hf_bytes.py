@@ -7,7 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from vlprep.engine.batches import map_rows
-from vlprep.io.images import Preflight, normalize_image
+from vlprep.io.preflight import Preflight, preflight_image
 from vlprep.ingest.mapping import Input, apply_mapping, image_root
 from vlprep.core.metrics import Rejected, StageStats
 from vlprep.core.params import HfBytesParams
@@ -17,7 +17,7 @@ from vlprep.io.sources import RowGroup, TextChunk, read_rows
 
 
 def preflight_of(config: HfBytesParams) -> Preflight:
-    """The image pre-flight the params ask for (io/images.py: what the trainers' processors would
+    """The image pre-flight the params ask for (io/preflight.py: what the trainers' processors would
     misread is fixed here, once, so every target inherits it)."""
     return Preflight(tuple(config.high_bit_depth_window), tuple(config.background), config.blank_image)
 
@@ -42,7 +42,7 @@ def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: Stag
     preflight = preflight_of(config)
     for value in raw_images:
         try:
-            images.append(normalize_image(value, root, config.max_image_pixels, preflight))
+            images.append(preflight_image(value, root, preflight, config.max_image_pixels))
         except Rejected as e:
             if config.bad_image == "drop_row":
                 raise  # a question about "the second image" is unanswerable without it

@@ -2,14 +2,9 @@
 
 Valid encoded bytes pass through untouched: validity and size come from the header (plus PNG's chunk
 CRCs and JPEG's end marker for truncation), never from a pixel decode, which costs ~7x the whole I/O
-of a stage. Only already-decoded images (PIL / numpy) are encoded, as PNG.
-
-With a `Preflight` (hf_bytes always passes one), an image that the trainers' processors would misread
-is fixed here, once, or refused with a named reason: the processors only call `convert("RGB")`, which
-clips 16-bit greys to white, ignores EXIF orientation and drops alpha onto whatever colour the
-transparent pixels hold. Ordinary images (8-bit RGB / greyscale PNG or JPEG, no orientation, no
-transparency: nearly all real data) are recognised from the header walk and stay byte-identical; the
-blank check looks at them through cheap screens that decode only when the pixels may all be one value."""
+of a stage. Only already-decoded images (PIL / numpy) are encoded, as PNG. The header walks also say
+whether an image is ordinary (`PngLayout.ordinary`, `JpegLayout.ordinary`), which the image pre-flight
+(io/preflight.py) uses to leave ordinary images untouched without decoding them."""
 from __future__ import annotations
 
 import base64
@@ -20,12 +15,10 @@ import re
 import struct
 import warnings
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from vlprep.core.metrics import Rejected
 from vlprep.io.remote import is_s3, join_under, read_bytes
@@ -55,7 +48,7 @@ _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 @dataclass(frozen=True)
-class _PngLayout:
+class PngLayout:
     """What the chunk walk saw of a structurally complete PNG."""
 
     width: int
@@ -77,7 +70,7 @@ class _PngLayout:
 _PNG_EXIF_KEYWORDS = (b"Raw profile type exif", b"XML:com.adobe.xmp")
 
 
-def _png_walk(data: bytes) -> _PngLayout | None:
+def _png_walk(data: bytes) -> PngLayout | None:
     """Layout of a structurally complete PNG, every chunk's CRC checked (what Pillow's verify() does),
     or None when anything is unusual, leaving the verdict to Pillow."""
     if len(data) < 33 or data[12:16] != b"IHDR":
@@ -97,7 +90,7 @@ def _png_walk(data: bytes) -> _PngLayout | None:
             return None
         kind = kind_and_data[:4]
         if kind == b"IEND":
-            return _PngLayout(width, height, bit_depth, color_type, interlace != 0, transparency, exif, tuple(idat))
+            return PngLayout(width, height, bit_depth, color_type, interlace != 0, transparency, exif, tuple(idat))
         if kind == b"IDAT":
             idat.append((pos + 8, end - 4))
         elif kind == b"tRNS":
@@ -110,7 +103,7 @@ def _png_walk(data: bytes) -> _PngLayout | None:
 
 
 @dataclass(frozen=True)
-class _JpegLayout:
+class JpegLayout:
     """What the marker walk saw of a JPEG, up to its first scan."""
 
     width: int
@@ -126,7 +119,7 @@ class _JpegLayout:
     def ordinary(self) -> bool:
         """8-bit greyscale or 3-component colour (Pillow: L / RGB), upright: read right as it is."""
         return (self.precision == 8 and len(self.sampling) in (1, 3) and not self.unusual
-                and self.orientation not in _ORIENTATIONS)
+                and self.orientation not in ORIENTATIONS)
 
     @property
     def blocks(self) -> int:
@@ -137,6 +130,8 @@ class _JpegLayout:
         return mcus * sum(h * v for h, v in self.sampling)
 
 
+# EXIF orientations that ImageOps.exif_transpose acts on (1 is upright; others are ignored by it too).
+ORIENTATIONS = range(2, 9)
 _EXIF_APP1 = b"Exif\0\0"
 _XMP_APP1 = b"http://ns.adobe.com/xap/1.0/\0"
 
@@ -159,7 +154,7 @@ def _exif_orientation(tiff: bytes) -> int | None:
     return None
 
 
-def _jpeg_walk(data: bytes) -> _JpegLayout | None:
+def _jpeg_walk(data: bytes) -> JpegLayout | None:
     """Layout from the start-of-frame segment, after walking every marker segment up to the scan as Pillow
     does, or None when anything is unusual (Pillow decides): a damaged marker after the frame header
     makes Pillow refuse the file (found by hypothesis), so it must not pass here either."""
@@ -180,7 +175,7 @@ def _jpeg_walk(data: bytes) -> _JpegLayout | None:
         if marker == 0xDA:  # start of scan: the header is complete
             if frame is None:
                 return None
-            return _JpegLayout(*frame, orientation, unusual or exif_segments > 1, pos)
+            return JpegLayout(*frame, orientation, unusual or exif_segments > 1, pos)
         if marker in _JPEG_SOF:
             if frame is not None:
                 return None  # a second frame header: unusual
@@ -226,10 +221,10 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
 
     PNG and JPEG (nearly all real data) are read by the small header parsers above, ~20x faster than
     Pillow's open(); anything they do not accept outright goes to Pillow, which has the last word."""
-    return _probe(data, max_pixels)[0]
+    return probe_layout(data, max_pixels)[0]
 
 
-def _probe(data: bytes, max_pixels: int) -> tuple[ImageInfo, _PngLayout | _JpegLayout | None]:
+def probe_layout(data: bytes, max_pixels: int) -> tuple[ImageInfo, PngLayout | JpegLayout | None]:
     """probe(), plus the layout the header walk saw (None where Pillow read the header)."""
     if not data:
         raise Rejected("image_empty")
@@ -369,285 +364,10 @@ def to_bytes(value, root: Path | None) -> bytes:
     raise Rejected("image_unreadable", f"unsupported type {type(value).__name__}")
 
 
-def normalize_image(value, root: Path | None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                    preflight: "Preflight | None" = None) -> ImageInfo:
-    """One raw image -> validated encoded bytes with size and format; raises Rejected. With `preflight`,
-    also made safe for the trainers' processors (module docstring), or refused with the reason."""
-    if preflight is None:
-        return probe(to_bytes(value, root), max_pixels)
-    if isinstance(value, Image.Image) or hasattr(value, "__array_interface__"):
-        return _preflight_decoded(_as_pil(value), max_pixels, preflight)
-    info, layout = _probe(to_bytes(value, root), max_pixels)
-    return _preflight_encoded(info, layout, preflight)
-
-
-# --- Pre-flight: what the trainers' processors would misread, fixed once, deterministically -----------
-
-# What the pre-flight may do to an image, in this order; each is counted as images_<fix> in hf_bytes.
-FIXES = ("exif_transposed", "high_bit_depth_rescaled", "alpha_composited", "mode_converted")
-# EXIF orientations that ImageOps.exif_transpose acts on (1 is upright; others are ignored by it too).
-_ORIENTATIONS = range(2, 9)
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_GREY_MODES = frozenset({"1", "L", "LA", "La"})
-# Per band, the most a reduced (1/8, DC-only) decode of a JPEG may vary for its full decode to be one
-# value: the reduction rounds differently, so a one-valued image can show a level or two of spread.
-_DRAFT_SPREAD = 8
-# A JPEG whose pixels are all one value codes every 8x8 block alike, "DC unchanged, end of block": at
-# most two 16-bit Huffman codes, i.e. 4 bytes a block (libjpeg writes ~0.1-0.8); anything longer varies.
-_BLANK_JPEG_BYTES_PER_BLOCK = 4
-_BLANK_JPEG_SLACK = 1024  # tables and markers between scans
-# ...and its entropy-coded data repeats with the period of one MCU (at most a few hundred bytes, restart
-# markers included), which deflate shrinks to a few percent (measured: 1-17%), while any real image's
-# Huffman-coded data hardly compresses (measured: 97-99%). A prefix that deflate cannot halve varies.
-_JPEG_SCAN_SAMPLE = (4096, 4096)  # shortest scan tested so, and the prefix compressed (~0.1 ms)
-_BLANK_JPEG_MAX_RATIO = 0.5
-_PNG_ROWS_SCREENED = 4
-
-
-@dataclass(frozen=True)
-class Preflight:
-    """How hf_bytes fixes images for the processors (params.yaml hf_bytes: high_bit_depth_window,
-    background, blank_image)."""
-
-    # Percentiles of a high-bit-depth image's values mapped to 0 and 255: (0, 100) is its own min..max,
-    # so nothing clips; a narrower window clips its outer values to black / white on purpose.
-    window: tuple[float, float] = (0.0, 100.0)
-    background: tuple[int, int, int] = (255, 255, 255)  # what transparent pixels become
-    blank_image: Literal["keep", "drop"] = "keep"  # keep: flagged (ImageInfo.blank); drop: image_blank
-
-
-def _as_pil(value) -> Image.Image:
-    if isinstance(value, Image.Image):
-        return value
-    try:
-        return Image.fromarray(value)
-    except (TypeError, ValueError) as e:
-        raise Rejected("image_unreadable", str(e)) from None
-
-
-def _preflight_decoded(image: Image.Image, max_pixels: int, preflight: Preflight) -> ImageInfo:
-    """An already-decoded image (PIL / numpy): fixed if need be, then encoded as PNG."""
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise Rejected("image_corrupt", f"size {width}x{height}")
-    if width * height > max_pixels:
-        raise Rejected("image_too_large", f"{width}x{height}")
-    fixed, fixes = _guarded(_fix_pixels, image, preflight)
-    blank = _blank(fixed, preflight)
-    data = _encode_png(fixed) if fixes else encode_decoded(image)
-    return ImageInfo(data, fixed.width, fixed.height, "PNG", fixes, blank)
-
-
-def _preflight_encoded(info: ImageInfo, layout, preflight: Preflight) -> ImageInfo:
-    """Encoded bytes that passed probe(): the bytes as they are when the processors read them right
-    (ordinary, or nothing to fix after a decode), else the fixed pixels as PNG."""
-    if layout is not None and layout.ordinary and not _may_be_blank(info.data, layout):
-        return info  # the fast path: no pixel decoded, or a few rows / a 1/8-scale decode at most
-    image = _guarded(_decode, info.data)
-    fixed, fixes = _guarded(_fix_pixels, image, preflight)
-    blank = _blank(fixed, preflight)
-    if not fixes:
-        return replace(info, blank=blank)
-    return ImageInfo(_encode_png(fixed), fixed.width, fixed.height, "PNG", fixes, blank)
-
-
-def _guarded(fn, *args):
-    """Pillow raises many types for pixels it cannot decode or convert: all mean "not a usable image"."""
-    try:
-        with warnings.catch_warnings():
-            # The caller's pixel bound (max_image_pixels) replaces Pillow's global one.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return fn(*args)
-    except Rejected:
-        raise
-    except Image.DecompressionBombError as e:
-        raise Rejected("image_too_large", str(e)) from None
-    except Exception as e:
-        raise Rejected("image_corrupt", f"{type(e).__name__}: {e}") from None
-
-
-def _decode(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()  # the first frame: what the processors take
-    return image
-
-
-def _orientation(image: Image.Image) -> int | None:
-    try:
-        return image.getexif().get(0x0112)
-    except Exception:  # unreadable EXIF: exif_transpose could not read it either
-        return None
-
-
-def _fix_pixels(image: Image.Image, preflight: Preflight) -> tuple[Image.Image, tuple[str, ...]]:
-    """The image as the processors should see it, and the FIXES that made it so (none: use as is)."""
-    fixes = []
-    if _orientation(image) in _ORIENTATIONS:
-        image = ImageOps.exif_transpose(image)
-        fixes.append("exif_transposed")
-    mode = image.mode
-    if mode.startswith("I") or mode == "F":  # I;16, I;16B, I;16L, I;16N, I (32-bit), F (float)
-        values = np.asarray(image)
-        transparent = image.info.get("transparency")  # tRNS of a 16-bit grey PNG: one value
-        image = Image.fromarray(_to_8bit(values, preflight.window), "L")
-        fixes.append("high_bit_depth_rescaled")
-        if isinstance(transparent, int) and (values == transparent).any():
-            alpha = Image.fromarray(np.where(values == transparent, 0, 255).astype(np.uint8), "L")
-            image = _composite(Image.merge("LA", (image, alpha)), preflight.background, grey=True)
-            fixes.append("alpha_composited")
-    elif mode in _ALPHA_MODES or "transparency" in image.info:
-        composited = _composite(image, preflight.background, grey=mode in _GREY_MODES)
-        if composited is not None:
-            image = composited
-            fixes.append("alpha_composited")
-        elif mode not in ("L", "RGB"):  # alpha everywhere opaque: only the mode is wrong
-            image = _convert(image)
-            fixes.append("mode_converted")
-    elif mode not in ("L", "RGB"):
-        image = _convert(image)
-        fixes.append("mode_converted")
-    return image, tuple(fixes)
-
-
-def _to_8bit(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
-    """High-bit-depth values -> 0..255 by the image's own range: linear from the window's low percentile
-    (black) to its high one (white), rounded half up. Never a silent clip: with the default (0, 100) the
-    range is min..max; non-finite floats become black (+inf white). One value throughout: all black."""
-    finite = values if values.dtype.kind in "iu" else values[np.isfinite(values)]
-    out = np.zeros(values.shape, np.uint8)
-    if finite.size == 0:
-        return out
-    lo, hi = finite.min(), finite.max()
-    if tuple(window) != (0.0, 100.0) and hi > lo:
-        w_lo, w_hi = np.percentile(finite, window)
-        if w_hi > w_lo:  # a window holding one value (most pixels alike) falls back to min..max
-            lo, hi = w_lo, w_hi
-    if not hi > lo:
-        return out
-    lo, hi = float(lo), float(hi)
-    scale = 255.0 / (hi - lo)
-    for start in range(0, values.shape[0], 512):  # row blocks bound the float64 temporaries
-        block = (np.clip(values[start : start + 512].astype(np.float64), lo, hi) - lo) * scale
-        out[start : start + 512] = np.nan_to_num(np.floor(block + 0.5), nan=0.0)
-    return out
-
-
-def _composite(image: Image.Image, background: tuple[int, int, int], grey: bool) -> Image.Image | None:
-    """Alpha-composite onto the background (Pillow's integer alpha_composite: a transparent pixel becomes
-    the background exactly, an opaque one keeps its colour); None when no pixel is transparent. Grey
-    sources on a grey background stay greyscale (L), the rest become RGB."""
-    try:
-        rgba = image.convert("RGBA")
-    except ValueError as e:
-        raise Rejected("image_mode_unsupported", f"{image.mode}: {e}") from None
-    if rgba.getchannel("A").getextrema()[0] == 255:
-        return None
-    under = Image.new("RGBA", rgba.size, (*background, 255))
-    out = Image.alpha_composite(under, rgba).convert("RGB")
-    if grey and len(set(background)) == 1:
-        return out.convert("L")  # exact: Pillow's RGB -> L weights add up to 1 in fixed point
-    return out
-
-
-def _convert(image: Image.Image) -> Image.Image:
-    """A mode the processors do not take as is (1, P, CMYK, YCbCr, LAB, HSV, RGBX...) -> L or RGB,
-    as Pillow's own conversion (what convert("RGB") in the processor would have done, minus surprises)."""
-    try:
-        return image.convert("L" if image.mode in _GREY_MODES else "RGB")
-    except ValueError as e:
-        raise Rejected("image_mode_unsupported", f"{image.mode}: {e}") from None
-
-
-def _blank(image: Image.Image, preflight: Preflight) -> bool:
-    """Whether every pixel has one value; refused as image_blank when the preflight says drop."""
-    extrema = image.getextrema()
-    bands = extrema if len(image.getbands()) > 1 else (extrema,)
-    blank = all(lo == hi for lo, hi in bands)
-    if blank and preflight.blank_image == "drop":
-        raise Rejected("image_blank", f"{image.width}x{image.height}, every pixel {image.getpixel((0, 0))}")
-    return blank
-
-
-def _encode_png(image: Image.Image) -> bytes:
-    """The fixed pixels as PNG, with no metadata (no EXIF, ICC or text: nothing to misread, and the bytes
-    depend on the pixels only, so every run and process writes the same)."""
-    image.info = {}
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _may_be_blank(data: bytes, layout) -> bool:
-    """False when cheap evidence shows two pixels differ (nearly every image); True sends the image to a
-    full decode, which decides."""
-    if isinstance(layout, _PngLayout):
-        return not _png_first_rows_vary(data, layout)
-    scan = len(data) - layout.scan_start
-    if scan > _BLANK_JPEG_BYTES_PER_BLOCK * layout.blocks + _BLANK_JPEG_SLACK:
-        return False
-    shortest, sample = _JPEG_SCAN_SAMPLE
-    if scan >= shortest:
-        prefix = data[layout.scan_start : layout.scan_start + sample]
-        if len(zlib.compress(prefix, 1)) > _BLANK_JPEG_MAX_RATIO * len(prefix):
-            return False
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.draft(im.mode, (max(1, layout.width // 8), max(1, layout.height // 8)))
-            extrema = im.getextrema()
-            bands = extrema if len(im.getbands()) > 1 else (extrema,)
-    except Exception:
-        return True  # the full decode reports what is wrong
-    return all(hi - lo <= _DRAFT_SPREAD for lo, hi in bands)
-
-
-def _png_first_rows_vary(data: bytes, layout: _PngLayout) -> bool:
-    """Inflate only the first rows of an 8-bit grey / RGB PNG and compare them with what a one-valued
-    image would store there: PNG filters each row against its left and upper neighbours, so under that
-    hypothesis every filtered byte is known from the first pixel. A mismatch proves two pixels differ."""
-    if layout.interlaced:
-        return False
-    bpp = 3 if layout.color_type == 2 else 1
-    stride = 1 + layout.width * bpp
-    n = min(_PNG_ROWS_SCREENED, layout.height)
-    want = n * stride
-    inflate, raw = zlib.decompressobj(), bytearray()
-    try:
-        for start, end in layout.idat:
-            pending = data[start:end]
-            while pending and len(raw) < want:
-                raw += inflate.decompress(pending, want - len(raw))
-                pending = inflate.unconsumed_tail
-            if len(raw) >= want:
-                break
-    except zlib.error:
-        return False
-    if len(raw) < want:
-        return False
-    rows = np.frombuffer(bytes(raw[:want]), np.uint8).reshape(n, stride).astype(np.int32)
-    flat = np.tile(rows[0, 1 : 1 + bpp], layout.width)  # the row of a one-valued image
-    zeros = np.zeros(bpp, np.int32)
-    left = np.concatenate([zeros, flat[:-bpp]])
-    for r in range(n):
-        up = flat if r else np.zeros_like(flat)
-        up_left = np.concatenate([zeros, up[:-bpp]]) if r else np.zeros_like(flat)
-        kind = rows[r, 0]
-        if kind == 0:
-            predicted = 0
-        elif kind == 1:
-            predicted = left
-        elif kind == 2:
-            predicted = up
-        elif kind == 3:
-            predicted = (left + up) // 2
-        elif kind == 4:
-            p = left + up - up_left
-            pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - up_left)
-            predicted = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
-        else:
-            return False  # not a PNG filter type: Pillow decides
-        if not np.array_equal(rows[r, 1:], (flat - predicted) % 256):
-            return True
-    return False
+def normalize_image(value, root: Path | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """One raw image -> validated encoded bytes with size and format; raises Rejected. hf_bytes goes
+    through io/preflight.py's preflight_image instead, which also makes it safe for the processors."""
+    return probe(to_bytes(value, root), max_pixels)
 
 
 def resize_image(data: bytes, fmt: str, size: tuple[int, int]) -> bytes:
