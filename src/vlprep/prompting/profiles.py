@@ -28,7 +28,47 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from vlprep.prompting.tokens import MAX_ASPECT_RATIO, ImageShapeError, smart_resize
+# The token arithmetic of transformers' Qwen2VLImageProcessor; the defaults are Qwen2.5-VL's.
+# Qwen2-VL / Qwen2.5-VL: 14-px patches merged 2x2, so each image token covers a 28x28 area.
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+IMAGE_FACTOR = PATCH_SIZE * MERGE_SIZE  # 28
+MIN_PIXELS = 4 * 28 * 28  # 3136, Qwen2.5-VL's default
+MAX_PIXELS = 16384 * 28 * 28  # 12845056
+MAX_ASPECT_RATIO = 200  # Qwen's smart_resize refuses more extreme images
+
+
+class ImageShapeError(ValueError):
+    """The model's image processor would refuse this image (aspect ratio > 200)."""
+
+
+def smart_resize(height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 factor: int = IMAGE_FACTOR, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> tuple[int, int]:
+    """The size Qwen2-VL's image processor resizes to: each side a multiple of `factor` (patch size x
+    merge size), the area within [min_pixels, max_pixels], the aspect ratio kept as well as possible."""
+    if max(height, width) / min(height, width) > max_aspect_ratio:
+        raise ImageShapeError(f"aspect ratio {max(height, width) / min(height, width):.0f} > {max_aspect_ratio}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def image_tokens(width: int, height: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 patch_size: int = PATCH_SIZE, merge_size: int = MERGE_SIZE,
+                 max_aspect_ratio: float = MAX_ASPECT_RATIO) -> int:
+    """Image tokens of one image: the processor's image_grid_thw.prod() // merge_size**2, i.e. one token
+    per (patch_size x merge_size)-pixel square of the resized image."""
+    factor = patch_size * merge_size
+    h, w = smart_resize(height, width, min_pixels, max_pixels, factor, max_aspect_ratio)
+    return (h // factor) * (w // factor)
 
 
 @dataclass(frozen=True)
@@ -122,7 +162,7 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile("qwen3_vl", patch_size=16, merge_size=2, min_pixels=256 * 256, max_pixels=4096 * 4096),
     )
 }
-DEFAULT_PROFILE = "qwen2_5_vl"  # what prompting/tokens.py's defaults compute
+DEFAULT_PROFILE = "qwen2_5_vl"  # what the module-level defaults above compute
 
 
 def get_profile(name: str = DEFAULT_PROFILE, *, min_pixels: int | None = None, max_pixels: int | None = None,

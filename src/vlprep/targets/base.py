@@ -24,8 +24,8 @@ from vlprep.curation.rebalance import rebalance_row
 from vlprep.engine.runner import Post, run_stage
 from vlprep.curation.selection import Selection, load_selection
 from vlprep.io.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
-from vlprep.prompting.profiles import ModelProfile, PreResize, get_profile
-from vlprep.prompting.tokens import ImageShapeError, check_budget, load_tokenizer
+from vlprep.prompting.profiles import ImageShapeError, ModelProfile, PreResize, get_profile
+from vlprep.prompting.tokens import check_budget, load_tokenizer
 
 
 @dataclass
