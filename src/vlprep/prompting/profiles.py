@@ -149,9 +149,55 @@ class ModelProfile:
         return t * gh * gw // self.merge_size**2
 
     def aspect_ok(self, width: int, height: int) -> bool:
-        """Whether the source image itself is within the aspect limit (the targets drop the others as
+        """Whether the source image itself is within the aspect limit (hf_bytes drops the others as
         image_aspect_ratio even where a trainer's pre-resize would squeeze them)."""
         return max(width, height) / min(width, height) <= self.max_aspect_ratio
+
+    def side_below_patch(self, width: int, height: int) -> str | None:
+        """How smart_resize would put a side below one patch (`factor` px) before its clamp, or None: a side
+        that rounds to no patch, or one that max_pixels squeezes below a patch. The Qwen-VL resizes disagree
+        there: transformers' (the processors', what this profile computes) lifts such a side to a patch,
+        or scales the whole image up to min_pixels; qwen_vl_utils' fetch_image (what verl and ms-swift
+        load images with) clamps the rounded side to a patch but leaves a squeezed one at 0 and fails. So
+        the image-token count cannot be right for every trainer; older processors refuse such images."""
+        f = self.factor
+        short = min(width, height)
+        if round(short / f) == 0:
+            return f"its {short}-px side rounds to no {f}-px patch"
+        if round(width / f) * round(height / f) * f * f > self.max_pixels:
+            beta = math.sqrt(width * height / self.max_pixels)
+            if math.floor(short / beta / f) == 0:
+                return f"max_pixels {self.max_pixels} squeezes its {short}-px side below one {f}-px patch"
+        return None
+
+    def unfit(self, width: int, height: int) -> tuple[str, str] | None:
+        """Why the model's processors cannot take an image of this size as it is, as (drop reason, detail);
+        None when they can. The image pre-flight in hf_bytes asks it of every image (io/preflight.py)."""
+        if not self.aspect_ok(width, height):
+            ratio = max(width, height) / min(width, height)
+            return "image_aspect_ratio", f"{width}x{height}: aspect ratio {ratio:.0f} > {self.max_aspect_ratio:g} ({self.name})"
+        below = self.side_below_patch(width, height)
+        if below:
+            return "image_side_below_patch", f"{width}x{height}: {below} ({self.name})"
+        return None
+
+    def fitting_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The canvas hf_bytes pads an unfit image to (`unfit_image: pad`): a side that rounds to no patch
+        becomes one whole patch (`factor` px, which every processor version takes), then the short side
+        grows to the aspect limit, and on while max_pixels squeezes it below a patch: the smallest such
+        canvas. None when none is within the image's longer side (max_pixels below a patch's area)."""
+        f, longest = self.factor, max(width, height)
+        w = max(width, f) if round(width / f) == 0 else width
+        h = max(height, f) if round(height / f) == 0 else height
+        if w >= h:
+            h = max(h, math.ceil(w / self.max_aspect_ratio))
+        else:
+            w = max(w, math.ceil(h / self.max_aspect_ratio))
+        while self.unfit(w, h) is not None:  # squeezed by max_pixels: a few more rows (a fraction of a patch)
+            if min(w, h) >= max(longest, f):
+                return None
+            w, h = (w, h + 1) if w >= h else (w + 1, h)
+        return w, h
 
 
 PROFILES: dict[str, ModelProfile] = {
