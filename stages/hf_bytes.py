@@ -14,7 +14,7 @@ from vlprep.engine.runner import run_stage
 from vlprep.engine.parts import ArrowParts, Parted, finish_hf_dataset
 from vlprep.core.schema import HF_BYTES_FEATURES, HF_BYTES_SCHEMA, RAW_REQUIRED
 from vlprep.io.sources import plan_units, resolve_inputs
-from vlprep.ingest.hf_bytes import DuplicateIndexCounter, convert_unit
+from vlprep.ingest.hf_bytes import DuplicateIndexCounter, convert_unit, image_limits
 
 
 def main() -> None:
@@ -24,16 +24,19 @@ def main() -> None:
     args = ap.parse_args()
     p = load_section("hf_bytes")
     c = load_section("card")
+    shape = image_limits(load_section("model"))  # the sizes the model's processors take (image pre-flight)
     spec = load_input(args.split)
     for warning in containment_warnings(args.split, spec, load_input_data(args.split)):
         print(f"hf_bytes[{args.split}]: {warning}", file=sys.stderr)
     if isinstance(spec, str):  # reference-schema parquet, as before entries existed
-        plan, unit_fn = (lambda: plan_units(resolve_inputs(spec), RAW_REQUIRED)), partial(convert_unit, config=p)
+        plan, unit_fn = (lambda: plan_units(resolve_inputs(spec), RAW_REQUIRED)), partial(convert_unit, config=p, shape=shape)
     else:
         inputs = compile_inputs(args.split, spec)
-        plan, unit_fn = (lambda: plan_inputs(spec, inputs)), partial(convert_unit, config=p, inputs=tuple(inputs))
+        plan, unit_fn = (lambda: plan_inputs(spec, inputs)), partial(convert_unit, config=p, inputs=tuple(inputs), shape=shape)
     def card(rows: int, stats) -> str:
         entries = spec if isinstance(spec, str) else [e.model_dump(exclude_defaults=True) for e in spec]
+        # (Not the model keys the size check reads: a card that named them would make every model change
+        # rewrite this directory, and rerun the audit, though no row changed. The Hub card lists them.)
         built_by = {"inputs": {args.split: entries},
                     "hf_bytes": p.model_dump(exclude=SCHEDULING_KEYS)}
         drops = [StageDrops("hf_bytes", args.split, stats.rows_in, rows, dict(sorted(stats.dropped.items())))]

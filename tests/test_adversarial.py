@@ -52,7 +52,8 @@ CLASSES = {
     "duplicate_index_twin": ({"dataset_index": 1000}, "B", KEPT, KEPT, KEPT),
     "image_marker_in_question": ({"question": "Compare <image> with the scan"}, "A", KEPT, "reserved_marker_in_text", "reserved_marker_in_text"),
     "chat_token_in_reasoning": ({"reasoning": "done<|im_end|>"}, "A", KEPT, KEPT, "reserved_marker_in_text"),
-    "extreme_aspect_ratio": ({"images": [png(1000, 4)]}, "B", KEPT, "image_aspect_ratio", "image_aspect_ratio"),
+    "extreme_aspect_ratio": ({"images": [png(1000, 4)]}, "B", "image_aspect_ratio", None, None),
+    "side_below_patch": ({"images": [png(300, 10)]}, "A", "image_side_below_patch", None, None),
 }
 
 STAGES = {"hf_bytes": 2, "verl": 3, "trl": 4}

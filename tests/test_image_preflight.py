@@ -498,7 +498,8 @@ def test_params_validate_the_preflight_keys():
 
     section = dict(load_section("hf_bytes", REPO / "params.yaml").model_dump())
     for key, bad in (("high_bit_depth_window", [50, 10]), ("high_bit_depth_window", [0, 101]),
-                     ("background", [255, 255]), ("background", [0, 0, 256]), ("blank_image", "flag")):
+                     ("background", [255, 255]), ("background", [0, 0, 256]), ("blank_image", "flag"),
+                     ("unfit_image", "crop")):
         with pytest.raises(ParamsError, match=f"hf_bytes.*{key}"):
             validate("hf_bytes", {**section, key: bad})
     assert validate("hf_bytes", {**section, "background": [0, 0, 0]}).background == [0, 0, 0]

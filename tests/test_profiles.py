@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlprep.prompting import tokens
-from vlprep.prompting.profiles import DEFAULT_PROFILE, PROFILES, ModelProfile, PreResize, get_profile
-from vlprep.prompting.tokens import ImageShapeError, image_tokens, smart_resize
+from vlprep.prompting import profiles
+from vlprep.prompting.profiles import (DEFAULT_PROFILE, PROFILES, ImageShapeError, ModelProfile, PreResize, get_profile,
+                                       image_tokens, smart_resize)
 
 # The published preprocessor_config.json of each family (Qwen/Qwen2-VL-*, Qwen2.5-VL-*, Qwen3-VL-*),
 # less the normalisation constants, which do not change any size.
@@ -121,11 +121,11 @@ def test_image_tokens_follow_overridden_limits(name, limits, tmp_path):
     assert {s: profile_tokens(profile, *s) for s in sizes} == {s: processor_tokens(processor, *s) for s in sizes}
 
 
-def test_the_tokens_module_defaults_are_the_qwen2_5_vl_profile():
+def test_the_module_defaults_are_the_qwen2_5_vl_profile():
     """Today's call signatures (the targets use them) keep computing Qwen2.5-VL's numbers."""
     profile = PROFILES[DEFAULT_PROFILE]
     assert DEFAULT_PROFILE == "qwen2_5_vl"
-    assert (tokens.PATCH_SIZE, tokens.MERGE_SIZE, tokens.MIN_PIXELS, tokens.MAX_PIXELS, tokens.MAX_ASPECT_RATIO) == (
+    assert (profiles.PATCH_SIZE, profiles.MERGE_SIZE, profiles.MIN_PIXELS, profiles.MAX_PIXELS, profiles.MAX_ASPECT_RATIO) == (
         profile.patch_size, profile.merge_size, profile.min_pixels, profile.max_pixels, profile.max_aspect_ratio)
     for w, h in EDGE_SIZES[:4] + random_sizes(seed=7, largest=5000):
         assert profile_tokens(profile, w, h) == profile_tokens(ModelProfile("x", 14, 2, 3136, 12845056), w, h)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlprep.prompting.tokens import MAX_PIXELS, MIN_PIXELS, ImageShapeError, image_tokens, smart_resize
+from vlprep.prompting.profiles import MAX_PIXELS, MIN_PIXELS, ImageShapeError, image_tokens, smart_resize
 
 SIZES = [
     (3, 3), (10, 10), (27, 29), (28, 28), (56, 56), (56, 112), (84, 28), (100, 50), (224, 224),

@@ -145,3 +145,24 @@ def test_verl_and_trl_train_on_open_ended_rows(open_ended_outputs, trainer_py, t
     rc, output = run([trainer_py, COMPAT / "check_trl.py", "--model-dir", tiny_qwen_dir, trl_file], trainer_env, timeout=1800)
     print(output)
     assert rc == 0 and "trl check OK:" in output, output[-OUTPUT_TAIL:]
+
+
+@pytest.fixture(scope="session")
+def padded_zoo(repro_repo, tmp_path_factory):
+    """tests/test_image_zoo.py's zoo through `dvc repro` with hf_bytes.unfit_image: pad, counted for the
+    tiny model's processor limits (model.min_pixels / max_pixels), so its token counts must be verl's."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_image_zoo import build_zoo
+
+    return build_zoo(repro_repo, tmp_path_factory.mktemp("zoo_verl") / "project",
+                     **{"hf_bytes.unfit_image": "pad", "model.min_pixels": 4 * 28 * 28, "model.max_pixels": 64 * 28 * 28})
+
+
+def test_verl_loads_the_image_zoo_with_the_token_counts_in_the_data(padded_zoo, trainer_py, trainer_env, tiny_qwen_dir):
+    """verl's own image path (qwen_vl_utils' fetch_image, then the processor) on every zoo image as hf_bytes
+    left it (16-bit rescaled, EXIF-turned, composited, converted, padded strips): each row's image pad
+    tokens add up to the extra_info.image_tokens vlprep wrote."""
+    rc, output = run([trainer_py, COMPAT / "check_verl.py", "--processor-dir", tiny_qwen_dir, "--image-tokens",
+                      padded_zoo / "data/verl/train"], trainer_env, timeout=1800)
+    print(output)
+    assert rc == 0 and "verl check OK:" in output and "13 rows checked" in output, output[-OUTPUT_TAIL:]

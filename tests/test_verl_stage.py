@@ -79,7 +79,7 @@ def test_resize_to_max_pixels_reencodes_only_large_images(repro_repo):
     from builders import jpeg, png
     from conftest import target_config
     from vlprep.targets.verl import TARGET as VERL
-    from vlprep.prompting.tokens import image_tokens, smart_resize
+    from vlprep.prompting.profiles import image_tokens, smart_resize
 
     small, large = png(60, 40), jpeg(400, 300)
     row = {"images": [{"bytes": small, "path": None}, {"bytes": large, "path": None}], "question": "q",

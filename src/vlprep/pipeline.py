@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from vlprep.core.params import AuditParams
+from vlprep.core.params import HF_BYTES_MODEL_KEYS, AuditParams
 from vlprep.core.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]  # the project (src/vlprep/pipeline.py)
@@ -46,7 +46,8 @@ def stages() -> list[Stage]:
         Stage("hf_bytes", "Raw input of one split -> a datasets.load_from_disk directory, images embedded. "
               "split -> the data it reads (input_data.<split>); inputs.<split> says how.",
               "python stages/hf_bytes.py ${key} data/hf_bytes/${key}", ["stages/hf_bytes.py"], deps=["${item}"],
-              params=["inputs.${key}", "input_data.${key}", "hf_bytes", "card"],
+              params=["inputs.${key}", "input_data.${key}", "hf_bytes", *[f"model.{k}" for k in HF_BYTES_MODEL_KEYS],
+                      "card"],
               outs=["data/hf_bytes/${key}", "data/rejects/hf_bytes/${key}.parquet"],
               metrics=["metrics/hf_bytes/${key}.json"], plots=["plots/hf_bytes/${key}"], foreach="${input_data}"),
         Stage("tokenizer", "The Qwen2.5-VL tokenizer, built offline.",

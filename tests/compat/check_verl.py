@@ -32,7 +32,9 @@ their number equals the number of `<image>` markers; the prompt token ids sent t
 LLM server hold exactly one contiguous run of <|image_pad|> per image (each inside
 <|vision_start|> ... <|vision_end|>, of the length image_grid_thw implies);
 `reward_model.ground_truth` is non-empty and equals `extra_info["answer"]` as the
-reward function receives them; `extra_info` is a dict whose `index` is an int.
+reward function receives them; `extra_info` is a dict whose `index` is an int. With
+--image-tokens, also: the <|image_pad|> runs of each row add up to its `extra_info.image_tokens`
+(vlprep's count; exact when params.yaml's model.min_pixels / max_pixels are the processor's).
 
 Prints one summary line per file; exits 1 on any failure.
 """
@@ -228,10 +230,11 @@ def load_file(path, cfg, tokenizer, processor):
     return dataset, raw, failures
 
 
-def check_rows(path, dataset, raw, tokenizer, processor, rollout, batch_size):
+def check_rows(path, dataset, raw, tokenizer, processor, rollout, batch_size, image_tokens=False):
     """Run verl's rollout path over every row of one dataset. Returns (rows_checked, failures).
 
-    rollout is (AgentLoopWorker, FakeLLMServer, FakeRewardWorker)."""
+    rollout is (AgentLoopWorker, FakeLLMServer, FakeRewardWorker); image_tokens: also compare the pad
+    runs with extra_info.image_tokens."""
     from torch.utils.data import DataLoader
     from verl import DataProto
     from verl.utils.dataset.rl_dataset import collate_fn
@@ -336,6 +339,10 @@ def check_rows(path, dataset, raw, tokenizer, processor, rollout, batch_size):
                     failures.append(f"{where}: image {k} pad run not inside <|vision_start|>..<|vision_end|>")
                 if grid is not None and k < grid.shape[0] and length != int(grid[k].prod()) // merge_len:
                     failures.append(f"{where}: image {k} has {length} pad tokens, grid {grid[k].tolist()}")
+            if image_tokens:
+                written = nt["extra_info"][j].get("image_tokens")
+                if sum(length for _, length in runs) != written:
+                    failures.append(f"{where}: {[length for _, length in runs]} pad tokens, extra_info.image_tokens {written}")
             checked += 1
 
         # Reward side: what a (custom) reward function receives for each row.
@@ -368,6 +375,7 @@ def main(argv=None):
     ap.add_argument("--max-prompt-length", type=int, default=16384, help="generous: only failures drop rows")
     ap.add_argument("--response-length", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--image-tokens", action="store_true", help="pad runs must add up to extra_info.image_tokens")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args(argv)
 
@@ -417,7 +425,8 @@ def main(argv=None):
         checked = 0
         if dataset is not None:
             try:
-                checked, more = check_rows(path, dataset, raw, tokenizer, processor, rollout, args.batch_size)
+                checked, more = check_rows(path, dataset, raw, tokenizer, processor, rollout, args.batch_size,
+                                           args.image_tokens)
                 failures += more
             except Exception:  # noqa: BLE001
                 failures.append(f"{path}: check crashed:\n{traceback.format_exc()}")

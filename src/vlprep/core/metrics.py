@@ -45,8 +45,9 @@ DROP_REASONS = {
     # image pre-flight (hf_bytes; src/vlprep/io/preflight.py)
     "image_mode_unsupported": "an image mode Pillow cannot convert to RGB / L for the processors",
     "image_blank": "every pixel of the image has one value, with hf_bytes.blank_image: drop",
+    "image_aspect_ratio": "aspect ratio above the model profile's limit (200): the Qwen-VL processors refuse it",
+    "image_side_below_patch": "a side below one patch after the model profile's resize: the trainers' resizes disagree on it, or fail",
     # trainer targets (verl, trl)
-    "image_aspect_ratio": "aspect ratio above 200: Qwen's image processor refuses it",
     "reserved_marker_in_text": "<image> or a chat special token inside the text",
     "reasoning_missing": "no reasoning, with the SFT target's response: reasoning",
     "over_max_prompt_tokens": "prompt (text + image tokens) longer than the target's max_prompt_tokens",
@@ -67,7 +68,8 @@ DROP_FIXES = {
     "over_max_total_tokens": "raise or null {stage}.max_total_tokens",
     "beyond_max_rows": "raise or null {stage}.max_rows",
     "question_type_excluded": "add the rows' type (mcq, open, yesno) to hf_bytes.question_types",
-    "image_aspect_ratio": "the model's image processor refuses these images: crop or drop them at the source",
+    "image_aspect_ratio": "set hf_bytes.unfit_image: pad (background added to the short side), or crop them at the source",
+    "image_side_below_patch": "set hf_bytes.unfit_image: pad (background added up to one patch), or raise model.max_pixels",
     "no_image": "map an image column (inputs.<split>[i].columns), or set hf_bytes.strict_image: false",
     "outside_subset": "raise or null subset.rows",
     "contaminated_exact_image": "set audit.drop_train_contaminated: false to keep them (see data/audit/pairs.parquet)",

@@ -64,6 +64,9 @@ class HfBytesParams(EngineParams):
     high_bit_depth_window: Annotated[list[Annotated[float, Field(ge=0, le=100)]], Field(min_length=2, max_length=2)]
     background: Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]  # RGB under transparency
     blank_image: Literal["keep", "drop"]  # one pixel value throughout: keep (counted images_blank) | drop (image_blank)
+    # A size model.profile's processors cannot take (aspect ratio above its limit, a side below one patch after
+    # its resize): drop (image_aspect_ratio / image_side_below_patch) | pad (background added, counted images_padded)
+    unfit_image: Literal["drop", "pad"]
     num_proc: PositiveInt
 
     @model_validator(mode="after")
@@ -173,10 +176,15 @@ class TokenizerParams(Section):
 PROFILE_NAMES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
+# The model keys hf_bytes reads too (its image pre-flight checks sizes against them): dvc.yaml lists these
+# alone, so another tokenizer does not rerun hf_bytes.
+HF_BYTES_MODEL_KEYS = ("profile", "max_pixels")
+
+
 class ModelParams(Section):
     """The model every target is built for: its tokenizer and its image processor's arithmetic (a profile:
-    patch and merge size, pixel and aspect limits). Read by every target, and by nothing upstream:
-    changing it reruns exactly the targets."""
+    patch and merge size, pixel and aspect limits). Read by every target, and by hf_bytes for the sizes
+    its image pre-flight lets through (HF_BYTES_MODEL_KEYS only)."""
 
     profile: Literal[PROFILE_NAMES]
     tokenizer: str  # a local dir (the default: the Qwen2.5-VL tokenizer built offline) or a hub id

@@ -7,22 +7,32 @@ from pathlib import Path
 import pyarrow as pa
 
 from vlprep.engine.batches import map_rows
-from vlprep.io.preflight import Preflight, preflight_image
+from vlprep.io.preflight import Preflight, ShapeCheck, preflight_image
 from vlprep.ingest.mapping import Input, apply_mapping, image_root
 from vlprep.core.metrics import Rejected, StageStats
-from vlprep.core.params import HfBytesParams
+from vlprep.core.params import HfBytesParams, ModelParams
 from vlprep.ingest.records import normalize_text_fields
 from vlprep.core.schema import HF_BYTES_SCHEMA, RAW_COLUMNS
 from vlprep.io.sources import RowGroup, TextChunk, read_rows
+from vlprep.prompting.profiles import ModelProfile, get_profile
 
 
-def preflight_of(config: HfBytesParams) -> Preflight:
+def image_limits(model: ModelParams) -> ModelProfile:
+    """The sizes the model's processors take, from the keys hf_bytes reads (core/params.py
+    HF_BYTES_MODEL_KEYS): its profile, and max_pixels, which can squeeze a thin image's side away."""
+    return get_profile(model.profile, max_pixels=model.max_pixels)
+
+
+def preflight_of(config: HfBytesParams, shape: ShapeCheck | None = None) -> Preflight:
     """The image pre-flight the params ask for (io/preflight.py: what the trainers' processors would
-    misread is fixed here, once, so every target inherits it)."""
-    return Preflight(tuple(config.high_bit_depth_window), tuple(config.background), config.blank_image)
+    misread is fixed here, once, so every target inherits it); `shape`: the model's size limits
+    (image_limits), None to leave sizes unchecked."""
+    return Preflight(tuple(config.high_bit_depth_window), tuple(config.background), config.blank_image, shape,
+                     config.unfit_image)
 
 
-def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: StageStats) -> dict:
+def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: StageStats,
+                shape: ShapeCheck | None = None) -> dict:
     """One raw row -> one hf_bytes row; raises Rejected with the drop reason."""
     clean = normalize_text_fields(row, stats.counts)
     if clean["question_type"] not in config.question_types:
@@ -39,7 +49,7 @@ def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: Stag
         stats.counts["images_truncated_by_k"] += len(raw_images) - k
         raw_images = raw_images[:k]
     images = []
-    preflight = preflight_of(config)
+    preflight = preflight_of(config, shape)
     for value in raw_images:
         try:
             images.append(preflight_image(value, root, preflight, config.max_image_pixels))
@@ -62,22 +72,23 @@ def convert_row(row: dict, config: HfBytesParams, root: Path | None, stats: Stag
     return {"images": [{"bytes": i.data, "path": None} for i in images], **clean}
 
 
-def convert_unit(unit: RowGroup | TextChunk, config: HfBytesParams,
-                 inputs: tuple[Input, ...] | None = None) -> tuple[pa.Table, StageStats]:
+def convert_unit(unit: RowGroup | TextChunk, config: HfBytesParams, inputs: tuple[Input, ...] | None = None,
+                 shape: ShapeCheck | None = None) -> tuple[pa.Table, StageStats]:
     """One raw unit (a parquet row group, a chunk of CSV/JSON rows) -> hf_bytes rows: the unit the
     executor schedules (and Ray could map). With `inputs` (list-form inputs.<split>), each row first goes
-    through its entry's mapping; without, rows are in the reference schema (a plain string spec)."""
+    through its entry's mapping; without, rows are in the reference schema (a plain string spec).
+    `shape`: the model's size limits (image_limits; the stage always passes them)."""
     inp = inputs[unit.entry] if inputs else None
     root = image_root(inp, config.image_root, unit.path)
 
     if inp is None:
         def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-            return convert_row(row, config, root, stats)
+            return convert_row(row, config, root, stats, shape)
 
         return map_rows(read_rows(unit, RAW_COLUMNS), row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
 
     def mapped_row_fn(row: dict, index: int, stats: StageStats) -> dict:
-        return convert_row(apply_mapping(row, inp), config, root, stats)
+        return convert_row(apply_mapping(row, inp), config, root, stats, shape)
 
     return map_rows(read_rows(unit, inp.mapping.columns()), mapped_row_fn, HF_BYTES_SCHEMA, unit.path, unit.first_row)
 

@@ -12,7 +12,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -22,7 +22,7 @@ from vlprep.io.images import (DEFAULT_MAX_PIXELS, ORIENTATIONS, ImageInfo, PngLa
                               probe_layout, to_bytes)
 
 # What the pre-flight may do to an image, in this order; each is counted as images_<fix> in hf_bytes.
-FIXES = ("exif_transposed", "high_bit_depth_rescaled", "alpha_composited", "mode_converted")
+FIXES = ("exif_transposed", "high_bit_depth_rescaled", "alpha_composited", "mode_converted", "padded")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _GREY_MODES = frozenset({"1", "L", "LA", "La"})
 # Per band, the most a reduced (1/8, DC-only) decode of a JPEG may vary for its full decode to be one
@@ -40,16 +40,30 @@ _BLANK_JPEG_MAX_RATIO = 0.5
 _PNG_ROWS_SCREENED = 4
 
 
+class ShapeCheck(Protocol):
+    """The sizes the model's processors take (prompting/profiles.py's ModelProfile is one; hf_bytes hands
+    it in, since io does not import prompting)."""
+
+    def unfit(self, width: int, height: int) -> tuple[str, str] | None:
+        """(drop reason, detail) for a size the processors cannot take as it is; None for one they can."""
+
+    def fitting_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The smallest canvas at least this size that they take; None when there is none."""
+
+
 @dataclass(frozen=True)
 class Preflight:
     """How hf_bytes fixes images for the processors (params.yaml hf_bytes: high_bit_depth_window,
-    background, blank_image)."""
+    background, blank_image, unfit_image; model.profile and model.max_pixels make `shape`)."""
 
     # Percentiles of a high-bit-depth image's values mapped to 0 and 255: (0, 100) is its own min..max,
     # so nothing clips; a narrower window clips its outer values to black / white on purpose.
     window: tuple[float, float] = (0.0, 100.0)
-    background: tuple[int, int, int] = (255, 255, 255)  # what transparent pixels become
+    background: tuple[int, int, int] = (255, 255, 255)  # what transparent pixels (and padding) become
     blank_image: Literal["keep", "drop"] = "keep"  # keep: flagged (ImageInfo.blank); drop: image_blank
+    shape: ShapeCheck | None = None  # the model's size limits; None: sizes are not checked
+    # A size `shape` refuses: drop (its reason) | pad (centred on `background`, to shape.fitting_size)
+    unfit_image: Literal["drop", "pad"] = "drop"
 
 
 def preflight_image(value, root: Path | None, preflight: Preflight,
@@ -59,7 +73,7 @@ def preflight_image(value, root: Path | None, preflight: Preflight,
     if isinstance(value, Image.Image) or hasattr(value, "__array_interface__"):
         return _preflight_decoded(_as_pil(value), max_pixels, preflight)
     info, layout = probe_layout(to_bytes(value, root), max_pixels)
-    return _preflight_encoded(info, layout, preflight)
+    return _preflight_encoded(info, layout, preflight, max_pixels)
 
 
 def _as_pil(value) -> Image.Image:
@@ -78,20 +92,26 @@ def _preflight_decoded(image: Image.Image, max_pixels: int, preflight: Preflight
         raise Rejected("image_corrupt", f"size {width}x{height}")
     if width * height > max_pixels:
         raise Rejected("image_too_large", f"{width}x{height}")
+    pad = _needs_padding(width, height, preflight, max_pixels)
     fixed, fixes = _guarded(_fix_pixels, image, preflight)
     blank = _blank(fixed, preflight)
+    if pad:
+        fixed, fixes = _pad(fixed, preflight), (*fixes, "padded")
     data = _encode_png(fixed) if fixes else encode_decoded(image)
     return ImageInfo(data, fixed.width, fixed.height, "PNG", fixes, blank)
 
 
-def _preflight_encoded(info: ImageInfo, layout, preflight: Preflight) -> ImageInfo:
+def _preflight_encoded(info: ImageInfo, layout, preflight: Preflight, max_pixels: int) -> ImageInfo:
     """Encoded bytes that passed probe(): the bytes as they are when the processors read them right
     (ordinary, or nothing to fix after a decode), else the fixed pixels as PNG."""
-    if layout is not None and layout.ordinary and not _may_be_blank(info.data, layout):
+    pad = _needs_padding(info.width, info.height, preflight, max_pixels)  # from the header: no decode
+    if not pad and layout is not None and layout.ordinary and not _may_be_blank(info.data, layout):
         return info  # the fast path: no pixel decoded, or a few rows / a 1/8-scale decode at most
     image = _guarded(_decode, info.data)
     fixed, fixes = _guarded(_fix_pixels, image, preflight)
     blank = _blank(fixed, preflight)
+    if pad:
+        fixed, fixes = _pad(fixed, preflight), (*fixes, "padded")
     if not fixes:
         return replace(info, blank=blank)
     return ImageInfo(_encode_png(fixed), fixed.width, fixed.height, "PNG", fixes, blank)
@@ -202,6 +222,31 @@ def _convert(image: Image.Image) -> Image.Image:
         return image.convert("L" if image.mode in _GREY_MODES else "RGB")
     except ValueError as e:
         raise Rejected("image_mode_unsupported", f"{image.mode}: {e}") from None
+
+
+def _needs_padding(width: int, height: int, preflight: Preflight, max_pixels: int) -> bool:
+    """Whether a size the model cannot take is to be padded; refused with its reason when it is to be
+    dropped, or when no canvas within max_image_pixels fits. (The checks are symmetric in width and
+    height, so the header's size answers for the image after an EXIF rotation too.)"""
+    problem = preflight.shape.unfit(width, height) if preflight.shape is not None else None
+    if problem is None:
+        return False
+    if preflight.unfit_image == "pad":
+        size = preflight.shape.fitting_size(width, height)
+        if size is not None and size[0] * size[1] <= max_pixels:
+            return True
+        problem = (problem[0], f"{problem[1]}; no padded size within max_image_pixels fits")
+    raise Rejected(*problem)
+
+
+def _pad(image: Image.Image, preflight: Preflight) -> Image.Image:
+    """The image centred (the odd pixel right / below) on a canvas of the background colour, of the
+    smallest size the model takes. Greyscale stays L on a grey background, else RGB."""
+    width, height = preflight.shape.fitting_size(image.width, image.height)
+    grey = image.mode == "L" and len(set(preflight.background)) == 1
+    canvas = Image.new("L" if grey else "RGB", (width, height), preflight.background[0] if grey else preflight.background)
+    canvas.paste(image if grey else image.convert("RGB"), ((width - image.width) // 2, (height - image.height) // 2))
+    return canvas
 
 
 def _blank(image: Image.Image, preflight: Preflight) -> bool:

@@ -3,7 +3,7 @@ built it, and how its trainer loads it (products/card.py renders it)."""
 from __future__ import annotations
 
 from vlprep.core.metrics import read_metrics
-from vlprep.core.params import SCHEDULING_KEYS, load_section
+from vlprep.core.params import HF_BYTES_MODEL_KEYS, SCHEDULING_KEYS, load_section
 from vlprep.core.targets import TARGETS
 from vlprep.products.card import HF_BYTES_WHAT, StageDrops, card_text
 
@@ -37,7 +37,9 @@ def built_by(product: str) -> dict:
     bytes): hf_bytes, and for a target the row selection, the model and the target's own section."""
     keep = lambda name: load_section(name).model_dump(exclude=SCHEDULING_KEYS)  # noqa: E731
     out = {"hf_bytes": keep("hf_bytes")}
-    if product != "hf_bytes":
+    if product == "hf_bytes":  # its image pre-flight checks sizes against these model keys
+        out["model"] = load_section("model").model_dump(include=set(HF_BYTES_MODEL_KEYS))
+    else:
         out["subset"] = keep("subset")
         out["audit"] = {"drop_train_contaminated": load_section("audit").drop_train_contaminated}
         out["model"] = keep("model")

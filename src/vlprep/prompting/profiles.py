@@ -28,7 +28,47 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from vlprep.prompting.tokens import MAX_ASPECT_RATIO, ImageShapeError, smart_resize
+# The token arithmetic of transformers' Qwen2VLImageProcessor; the defaults are Qwen2.5-VL's.
+# Qwen2-VL / Qwen2.5-VL: 14-px patches merged 2x2, so each image token covers a 28x28 area.
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+IMAGE_FACTOR = PATCH_SIZE * MERGE_SIZE  # 28
+MIN_PIXELS = 4 * 28 * 28  # 3136, Qwen2.5-VL's default
+MAX_PIXELS = 16384 * 28 * 28  # 12845056
+MAX_ASPECT_RATIO = 200  # Qwen's smart_resize refuses more extreme images
+
+
+class ImageShapeError(ValueError):
+    """The model's image processor would refuse this image (aspect ratio > 200)."""
+
+
+def smart_resize(height: int, width: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 factor: int = IMAGE_FACTOR, max_aspect_ratio: float = MAX_ASPECT_RATIO) -> tuple[int, int]:
+    """The size Qwen2-VL's image processor resizes to: each side a multiple of `factor` (patch size x
+    merge size), the area within [min_pixels, max_pixels], the aspect ratio kept as well as possible."""
+    if max(height, width) / min(height, width) > max_aspect_ratio:
+        raise ImageShapeError(f"aspect ratio {max(height, width) / min(height, width):.0f} > {max_aspect_ratio}")
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def image_tokens(width: int, height: int, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS,
+                 patch_size: int = PATCH_SIZE, merge_size: int = MERGE_SIZE,
+                 max_aspect_ratio: float = MAX_ASPECT_RATIO) -> int:
+    """Image tokens of one image: the processor's image_grid_thw.prod() // merge_size**2, i.e. one token
+    per (patch_size x merge_size)-pixel square of the resized image."""
+    factor = patch_size * merge_size
+    h, w = smart_resize(height, width, min_pixels, max_pixels, factor, max_aspect_ratio)
+    return (h // factor) * (w // factor)
 
 
 @dataclass(frozen=True)
@@ -109,9 +149,55 @@ class ModelProfile:
         return t * gh * gw // self.merge_size**2
 
     def aspect_ok(self, width: int, height: int) -> bool:
-        """Whether the source image itself is within the aspect limit (the targets drop the others as
+        """Whether the source image itself is within the aspect limit (hf_bytes drops the others as
         image_aspect_ratio even where a trainer's pre-resize would squeeze them)."""
         return max(width, height) / min(width, height) <= self.max_aspect_ratio
+
+    def side_below_patch(self, width: int, height: int) -> str | None:
+        """How smart_resize would put a side below one patch (`factor` px) before its clamp, or None: a side
+        that rounds to no patch, or one that max_pixels squeezes below a patch. The Qwen-VL resizes disagree
+        there: transformers' (the processors', what this profile computes) lifts such a side to a patch,
+        or scales the whole image up to min_pixels; qwen_vl_utils' fetch_image (what verl and ms-swift
+        load images with) clamps the rounded side to a patch but leaves a squeezed one at 0 and fails. So
+        the image-token count cannot be right for every trainer; older processors refuse such images."""
+        f = self.factor
+        short = min(width, height)
+        if round(short / f) == 0:
+            return f"its {short}-px side rounds to no {f}-px patch"
+        if round(width / f) * round(height / f) * f * f > self.max_pixels:
+            beta = math.sqrt(width * height / self.max_pixels)
+            if math.floor(short / beta / f) == 0:
+                return f"max_pixels {self.max_pixels} squeezes its {short}-px side below one {f}-px patch"
+        return None
+
+    def unfit(self, width: int, height: int) -> tuple[str, str] | None:
+        """Why the model's processors cannot take an image of this size as it is, as (drop reason, detail);
+        None when they can. The image pre-flight in hf_bytes asks it of every image (io/preflight.py)."""
+        if not self.aspect_ok(width, height):
+            ratio = max(width, height) / min(width, height)
+            return "image_aspect_ratio", f"{width}x{height}: aspect ratio {ratio:.0f} > {self.max_aspect_ratio:g} ({self.name})"
+        below = self.side_below_patch(width, height)
+        if below:
+            return "image_side_below_patch", f"{width}x{height}: {below} ({self.name})"
+        return None
+
+    def fitting_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The canvas hf_bytes pads an unfit image to (`unfit_image: pad`): a side that rounds to no patch
+        becomes one whole patch (`factor` px, which every processor version takes), then the short side
+        grows to the aspect limit, and on while max_pixels squeezes it below a patch: the smallest such
+        canvas. None when none is within the image's longer side (max_pixels below a patch's area)."""
+        f, longest = self.factor, max(width, height)
+        w = max(width, f) if round(width / f) == 0 else width
+        h = max(height, f) if round(height / f) == 0 else height
+        if w >= h:
+            h = max(h, math.ceil(w / self.max_aspect_ratio))
+        else:
+            w = max(w, math.ceil(h / self.max_aspect_ratio))
+        while self.unfit(w, h) is not None:  # squeezed by max_pixels: a few more rows (a fraction of a patch)
+            if min(w, h) >= max(longest, f):
+                return None
+            w, h = (w, h + 1) if w >= h else (w + 1, h)
+        return w, h
 
 
 PROFILES: dict[str, ModelProfile] = {
@@ -122,7 +208,7 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile("qwen3_vl", patch_size=16, merge_size=2, min_pixels=256 * 256, max_pixels=4096 * 4096),
     )
 }
-DEFAULT_PROFILE = "qwen2_5_vl"  # what prompting/tokens.py's defaults compute
+DEFAULT_PROFILE = "qwen2_5_vl"  # what the module-level defaults above compute
 
 
 def get_profile(name: str = DEFAULT_PROFILE, *, min_pixels: int | None = None, max_pixels: int | None = None,

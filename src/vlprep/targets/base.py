@@ -24,8 +24,8 @@ from vlprep.curation.rebalance import rebalance_row
 from vlprep.engine.runner import Post, run_stage
 from vlprep.curation.selection import Selection, load_selection
 from vlprep.io.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
-from vlprep.prompting.profiles import ModelProfile, PreResize, get_profile
-from vlprep.prompting.tokens import ImageShapeError, check_budget, load_tokenizer
+from vlprep.prompting.profiles import ImageShapeError, ModelProfile, PreResize, get_profile
+from vlprep.prompting.tokens import check_budget, load_tokenizer
 
 
 @dataclass
@@ -74,9 +74,9 @@ def read_problem(row: dict, cfg: Config, stats: StageStats) -> Problem:
         data = image["bytes"]
         info = probe(data)  # header only: sizes without decoding (hf_bytes validated them already)
         try:
-            if not profile.aspect_ok(info.width, info.height):
-                raise ImageShapeError(f"aspect ratio {max(info.width, info.height) / min(info.width, info.height):.0f} "
-                                      f"> {profile.max_aspect_ratio:.0f}")
+            # hf_bytes' pre-flight already dropped (or padded) every size the profile refuses (ModelProfile.unfit,
+            # on the same model params): only an hf_bytes split built otherwise, or LLaMA-Factory's
+            # pre-resize with a tiny image_max_pixels, gets here.
             w, h = profile.processor_size(info.width, info.height)
         except ImageShapeError as e:
             raise Rejected("image_aspect_ratio", str(e)) from None  # the processor would raise at train time
