@@ -95,10 +95,8 @@ class BandIndex:
                 total = int(counts.sum())
                 if not total:
                     continue
-                qi = np.repeat(np.arange(start, stop), counts)
-                pos = np.repeat(lo[b, start:stop], counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
-                qs.append(qi)
-                ts.append(self.order[b][pos])
+                qs.append(np.repeat(np.arange(start, stop), counts))
+                ts.append(self.order[b][spans(lo[b, start:stop], counts)])
             if qs:
                 yield np.concatenate(qs).astype(np.int64), np.concatenate(ts).astype(np.int64)
             start = stop
@@ -139,11 +137,18 @@ class ExactGroups:
     def expand(self, groups: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
         """For each group (with its values), every row of the group: (rows, *values repeated)."""
         groups = np.asarray(groups, dtype=np.int64)
-        counts = self.offsets[groups + 1] - self.offsets[groups]
-        total = int(counts.sum())
-        pos = np.repeat(self.offsets[groups], counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
-        return (self.rows[pos], *(np.repeat(v, counts) for v in values))
+        counts = self.sizes(groups)
+        return (self.rows[spans(self.offsets[groups], counts)], *(np.repeat(v, counts) for v in values))
 
+    def sizes(self, groups: np.ndarray) -> np.ndarray:
+        return self.offsets[groups + 1] - self.offsets[groups]
+
+
+def spans(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The positions start, start+1, ..., start+count-1 of each span, concatenated."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
 
 def unique_pair_positions(qi: np.ndarray, ti: np.ndarray) -> np.ndarray:
