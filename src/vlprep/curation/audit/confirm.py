@@ -5,9 +5,10 @@ structure, contrast and colour.
 - structure: the normalised correlation of the two lumas' detail (a band-pass: a light blur minus a
   heavier one, so the layout many images share, a body on a radiograph or a pale background, does not
   count; an outline, a texture, a small finding does), once one is registered on the other. The
-  registration is what a crop of <= 5% and a resize can do: a coarse search at half resolution (shifts
-  of one pixel, then a scale of 0.95-1.05 per axis and half pixels), then a fine one at full resolution
-  (quarter pixels, scale steps of 1%). At least `near_image_min_structure`.
+  registration is what a crop of <= 5% and a resize can do (no point moved by more than MAX_MOVE of the
+  side): a coarse search at half resolution (shifts of one pixel, then a scale of 0.95-1.05 per axis
+  and half pixels), then a fine one at full resolution (quarter pixels, scale steps of 1%) over all but
+  a FINE_MARGIN border (what a crop may have cut). At least `near_image_min_structure`.
 - contrast: the ratio of the two luma standard deviations, at most `near_image_max_contrast` (a black
   shape and a grey one share an outline; a +-10% brightness change scales contrast by 1.1 at most).
 - colour: the mean chroma difference (|Cb| + |Cr|, 0-255 levels) of the registered, lightly blurred
@@ -32,6 +33,7 @@ MAX_MOVE = 0.055  # of the side: how far a crop of <= 5% (and a resize's roundin
 COARSE_BAND, FINE_BAND = (0.7, 4.0), (0.5, 2.0)  # the band-passes: blur sigmas in pixels of their resolution
 REFINE_FROM = 0.7  # integer-shift scores below this are final (no pair of copies was seen below ~0.9)
 FINE_FROM = 0.85  # coarse scores below this are final too
+FINE_MARGIN = 4  # pixels of the border the fine correlation leaves out: what a crop may have cut
 CHUNK = 1024  # pairs compared at a time (~100 KB of float32 work per pair)
 
 
@@ -131,7 +133,7 @@ def _coarse(dq: np.ndarray, dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _fine(dq: np.ndarray, dt: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The coarse transform refined at full resolution: quarter-to-half pixel shifts and 1-2% scales,
     one axis at a time."""
-    m = 2 * (SHIFT + 2)
+    m = FINE_MARGIN
     window = _normalised(dq[:, m:DETAIL - m, m:DETAIL - m])
     coords = np.arange(m, DETAIL - m, dtype=np.float32)
     stages = []

@@ -35,15 +35,15 @@ def content_key(data: bytes) -> bytes:
 
 
 def decode(data: bytes, size: int = THUMBNAIL, colour: bool = False) -> Image.Image:
-    """The image, mode L (or RGB with colour=True and a colour image), whose smaller side is about `size`
-    (never below it unless the image is smaller), decoded cheaply: JPEG's DCT scaling via draft(),
-    otherwise a box reduce() after decoding."""
+    """The image, mode L (or, with colour=True, YCbCr for a colour image), whose smaller side is about
+    `size` (never below it unless the image is smaller), decoded cheaply: JPEG's DCT scaling via draft()
+    (in its own YCbCr: no colour conversion), otherwise a box reduce() after decoding."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decompression-bomb warnings: hf_bytes already bounded sizes
         try:
             im = Image.open(io.BytesIO(data))
             if im.format == "JPEG":
-                im.draft("RGB" if colour else "L", (size, size))
+                im.draft("YCbCr" if colour else "L", (size, size))
             im.load()
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 # 16-bit / float scans: convert("L") would clip everything above 255 to white
@@ -51,8 +51,10 @@ def decode(data: bytes, size: int = THUMBNAIL, colour: bool = False) -> Image.Im
                 lo, hi = float(a.min()), float(a.max())
                 a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
                 im = Image.fromarray(a.astype(np.uint8), "L")
-            elif im.mode != "L" and not (colour and im.mode == "RGB"):
-                im = im.convert("RGB" if colour and im.mode not in ("1", "LA", "La") else "L")
+            elif im.mode in ("1", "LA", "La") or (im.mode != "L" and not colour):
+                im = im.convert("L")
+            elif im.mode not in ("L", "YCbCr"):
+                im = (im if im.mode == "RGB" else im.convert("RGB")).convert("YCbCr")
             factor = min(im.size) // size
             if factor > 1:
                 im = im.reduce(factor)
@@ -85,34 +87,34 @@ def _bits(m: np.ndarray) -> int:
     return int.from_bytes(np.packbits(m.ravel()).tobytes(), "big")
 
 
-def layout_hash(grey: Image.Image) -> int:
-    """64 bits: which cells of an 8 x 8 grid of the blurred thumbnail are brighter than its mean (an
+def layout_hash(luma: Image.Image) -> int:
+    """64 bits: which cells of an 8 x 8 grid of the blurred DETAIL px luma are brighter than its mean (an
     average hash). Coarser than pHash, but a crop of a few percent moves its cells by a fraction of a
     cell, where pHash's highest coefficients turn by up to half a period: the second candidate search,
     for cropped copies of images whose content is small (a shape, a finding on a flat field)."""
-    im = grey.resize((32, 32), Image.Resampling.BOX).filter(ImageFilter.GaussianBlur(1))
+    im = luma.filter(ImageFilter.GaussianBlur(DETAIL / 16))
     a = np.asarray(im.resize((8, 8), Image.Resampling.BOX), dtype=np.float64)
     return _bits(a > a.mean())
 
 
-def detail_thumbnail(im: Image.Image) -> bytes:
+def detail_thumbnail(im: Image.Image, luma: Image.Image) -> bytes:
     """What the confirmation compares (confirm.py): the luma at DETAIL x DETAIL and the two chroma planes
-    (Cb, Cr) at CHROMA x CHROMA, uint8, THUMB_BYTES in all; aspect ratio not kept (a crop changes it)."""
-    resample = Image.Resampling.BOX if min(im.size) >= DETAIL else Image.Resampling.BILINEAR
+    (Cb, Cr) at CHROMA x CHROMA, uint8, THUMB_BYTES in all; aspect ratio not kept (a crop changes it).
+    im: mode L or YCbCr; luma: its luma at DETAIL x DETAIL."""
     if im.mode == "L":
-        y = im.resize((DETAIL, DETAIL), resample).tobytes()
-        return y + bytes([128]) * (2 * CHROMA * CHROMA)
-    y, cb, cr = im.convert("YCbCr").split()
-    small = [c.resize((CHROMA, CHROMA), resample).tobytes() for c in (cb, cr)]
-    return y.resize((DETAIL, DETAIL), resample).tobytes() + b"".join(small)
+        return luma.tobytes() + bytes([128]) * (2 * CHROMA * CHROMA)
+    resample = Image.Resampling.BOX if min(im.size) >= CHROMA else Image.Resampling.BILINEAR
+    return luma.tobytes() + b"".join(im.getchannel(c).resize((CHROMA, CHROMA), resample).tobytes() for c in (1, 2))
 
 
 def image_fingerprint(data: bytes, method: str = "phash") -> tuple[int, int, bytes]:
     """(perceptual hash, layout hash, detail thumbnail) of encoded image bytes, from one decode."""
     im = decode(data, colour=True)
-    grey = im if im.mode == "L" else im.convert("L")
+    grey = im if im.mode == "L" else im.getchannel(0)  # YCbCr's Y is the luma convert("L") computes
     try:
-        return _perceptual_hash(grey, method), layout_hash(grey), detail_thumbnail(im)
+        resample = Image.Resampling.BOX if min(im.size) >= DETAIL else Image.Resampling.BILINEAR
+        luma = grey.resize((DETAIL, DETAIL), resample)
+        return _perceptual_hash(grey, method), layout_hash(luma), detail_thumbnail(im, luma)
     except ImageUnhashable:
         raise
     except Exception as e:

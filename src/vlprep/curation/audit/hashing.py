@@ -118,7 +118,7 @@ _HASHERS: dict = {}
 
 
 def _recent_prints(size: int) -> _Recent:
-    """This process's fingerprints of the last `size` distinct images (~4.8 KB an entry: the thumbnail)."""
+    """This process's fingerprints of the last `size` distinct images (~1.7 KB an entry: the thumbnail)."""
     if size not in _RECENT:
         _RECENT[size] = _Recent(size)
     return _RECENT[size]
