@@ -30,6 +30,9 @@ from vlprep.curation.audit.hashing import IDS_SCHEMA, NULL_INDEX, Columns
 from vlprep.curation.audit.lsh import (
     BandIndex,
     ExactGroups,
+    by_budget,
+    cross_pairs,
+    gather_rows,
     hamming_band_keys,
     lsh_bands,
     minhash_band_keys,
@@ -99,7 +102,7 @@ class TrainIndex:
         at[g[image_hashed]] = np.flatnonzero(image_hashed)
         per_group = lambda attr, dtype: cat(attr).astype(dtype)[at] if len(images) else np.zeros(0, dtype)  # noqa: E731
         group_hash, group_layout = per_group("image_hashes", np.uint64), per_group("image_layouts", np.uint64)
-        thumbs = _gather([p.image_thumbs for p in parts], at)
+        thumbs = gather_rows([p.image_thumbs for p in parts], at)
 
         item_keys = cat("item_keys").astype("V16")
         signatures = np.concatenate([p.signatures for p in parts]) if parts else np.zeros((0, 2, config.num_perm), np.uint32)
@@ -196,7 +199,7 @@ class TrainIndex:
         texts agree (near questions, options where both have some, answers where both have one)."""
         offsets = self.picture_offsets
         counts = offsets[image_groups + 1] - offsets[image_groups]
-        for part in _by_budget(counts):
+        for part in by_budget(counts, BUDGET):
             pos = np.repeat(q_pos[part], counts[part])
             pics = spans(offsets[image_groups[part]], counts[part])
             ok, sim = self.agree(q_sigs[pos], q_answers[pos], pics)
@@ -280,7 +283,7 @@ class TrainIndex:
         images, offsets, hashed = self.images, self.picture_offsets, self.image_index_groups
         image_best, picture_best = _Earliest(len(images)), _Earliest(len(self.pictures))
         every = np.arange(len(images))
-        for a, b in _cross(offsets, every, every, distinct=True):
+        for a, b in cross_pairs(offsets, every, every, BUDGET, distinct=True):
             self._offer_pictures(picture_best, a, b)  # the other pictures of the same image
         last_row = images.rows[images.offsets[1:] - 1]
 
@@ -294,7 +297,7 @@ class TrainIndex:
         for qi, gt, sim in self.near_image_pairs(self.image_hash_of_group[hashed], self.image_layout_of_group[hashed],
                                                   images.keys[hashed], self.image_thumbs, hashed, keep):
             image_best.offer(hashed[qi], images.first_row(gt), sim)
-            for a, b in _cross(offsets, hashed[qi], gt):
+            for a, b in cross_pairs(offsets, hashed[qi], gt, BUDGET):
                 self._offer_pictures(picture_best, a, b)
         near_item = concat3([_later_than(self.pictures, picture_best), later_rows_of_groups(self.pictures)])
         return _later_than(images, image_best), near_item
@@ -302,17 +305,6 @@ class TrainIndex:
     def _offer_pictures(self, best: "_Earliest", a: np.ndarray, b: np.ndarray) -> None:
         ok, sim = self.agree(self.item_signatures[self.picture_item[a]], self.picture_answer[a], b)
         best.offer(a[ok], self.pictures.first_row(b[ok]), sim[ok])
-
-
-def _gather(arrays: list[np.ndarray], at: np.ndarray) -> np.ndarray:
-    """Rows `at` of the arrays stacked, without stacking them (thumbnails: the block's unique images only)."""
-    ends = np.cumsum([len(a) for a in arrays])
-    out = np.empty((len(at), arrays[0].shape[1] if arrays else 0), dtype=np.uint8)
-    part = np.searchsorted(ends, at, "right")
-    for k, a in enumerate(arrays):
-        here = np.flatnonzero(part == k)
-        out[here] = a[at[here] - (ends[k] - len(a))]
-    return out
 
 
 def _near_within(groups: ExactGroups, query_groups: np.ndarray, near_pairs) -> tuple:
@@ -346,33 +338,6 @@ def _earliest(n: int, offers) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     for query, row, sim in offers:
         best.offer(query, row, sim)
     return best.result()
-
-
-def _by_budget(sizes: np.ndarray, budget: int = BUDGET):
-    """Positions 0..len(sizes)-1 in consecutive runs whose sizes add up to at most budget (or one)."""
-    cum = np.cumsum(sizes)
-    start = 0
-    while start < len(sizes):
-        base = cum[start - 1] if start else 0
-        stop = max(start + 1, int(np.searchsorted(cum, base + budget, "right")))
-        yield np.arange(start, stop)
-        start = stop
-
-
-def _cross(offsets: np.ndarray, ga: np.ndarray, gb: np.ndarray, distinct: bool = False):
-    """Every pair (a, b) of members of groups ga[i] and gb[i] (members of group g: offsets[g] ..
-    offsets[g+1]-1), a != b with distinct, in chunks of about BUDGET pairs."""
-    ka, kb = offsets[ga + 1] - offsets[ga], offsets[gb + 1] - offsets[gb]
-    sizes = ka * kb
-    for part in _by_budget(sizes):
-        total = int(sizes[part].sum())
-        starts = np.cumsum(sizes[part]) - sizes[part]
-        for lo in range(0, total, BUDGET):  # a single link over budget: in slices
-            t = np.arange(lo, min(lo + BUDGET, total))
-            j = np.searchsorted(starts, t, "right") - 1
-            link, t = part[j], t - starts[j]
-            a, b = offsets[ga[link]] + t // kb[link], offsets[gb[link]] + t % kb[link]
-            yield (a[a != b], b[a != b]) if distinct else (a, b)
 
 
 class _Earliest:
