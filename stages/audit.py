@@ -1,6 +1,7 @@
 """Stage `audit`: contamination between the hf_bytes train and test splits, and duplicates within train.
 Without a test split (inputs.test absent), train is checked against itself only, and the stage says so.
-usage: audit.py HF_BYTES_DIR OUT_DIR  -> OUT_DIR/{pairs,flagged_train_rows}.parquet, metrics/audit/contamination.json"""
+usage: audit.py HF_BYTES_DIR OUT_DIR  -> OUT_DIR/{pairs,flagged_train_rows}.parquet,
+metrics/audit/contamination.json, plots/audit/<kind>.json (docs/audit.md)"""
 import argparse
 import sys
 from contextlib import ExitStack
@@ -45,6 +46,8 @@ def main() -> None:
         for writer in writers:
             writer.close()
     write_json(Path("metrics/audit/contamination.json"), run.metrics)
+    for name, rows in run.plots().items():
+        write_json(Path("plots/audit") / f"{name}.json", rows)
     m = run.metrics
     print(f"audit: train rows flagged vs test {m['train_vs_test']}, within train {m['within_train']}")
 

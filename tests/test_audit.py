@@ -59,9 +59,9 @@ Q = {
 BAD_BYTES = b"\x89PNG\r\n\x1a\n this is not really an image"
 
 
-def item(images, question, options, name, index):
+def item(images, question, options, name, index, answer_label="A"):
     return {"images": [{"bytes": b, "path": None} for b in images], "question": question,
-            "options": json.dumps(options), "answer_label": "A", "answer": None, "reasoning": None,
+            "options": json.dumps(options), "answer_label": answer_label, "answer": None, "reasoning": None,
             "dataset_name": name, "dataset_index": index, "hash": None, "misc": None, "question_type": "mcq"}
 
 
@@ -106,13 +106,18 @@ def planted_train_rows() -> list[dict]:
         item([BAD_BYTES, PNG["L"]], "Which layer of the retina is detached?", {"A": "Inner", "B": "Outer"}, "tr", 10),
         # 11: clean
         item([PNG["M"], JPG["N"]], "What stage is this pressure ulcer?", {"A": "II", "B": "III", "C": "IV"}, "tr", 11),
+        # 12: test 1's item: its image recompressed again, its question reworded by case, its options
+        # relabelled (the answer, the option text its label names, is the same)
+        item([encode(IMG["B"], "JPEG", quality=70)], Q["t1"][0].upper(), {"A": "20 weeks", "B": "12 weeks"}, "tr", 12,
+             answer_label="B"),
     ]
 
 
 EXPECTED_PAIRS = {  # (train row, test row or earlier train row, kind)
     (0, 0, "exact_image"), (1, 1, "near_image"), (2, 2, "near_image"), (3, 3, "near_image"),
-    (4, 2, "near_item"), (5, 3, "near_item"),
-    (8, 7, "train_exact_image"), (8, 7, "train_near_item"), (9, 7, "train_near_image"),
+    (12, 1, "near_image"), (12, 1, "near_item"),
+    (4, 2, "same_question_text"), (5, 3, "same_question_text"),  # a question alone: reported, not contamination
+    (8, 7, "train_exact_image"), (8, 7, "train_near_item"), (9, 7, "train_near_image"), (12, 1, "train_near_image"),
 }
 
 
@@ -165,24 +170,26 @@ def test_planted_contamination_is_found_exactly(tmp_path):
     pairs = result.pairs.to_pylist()
     assert {(p["train_row"], p["test_row"], p["kind"]) for p in pairs} == EXPECTED_PAIRS
     m = result.metrics
-    assert m["train_vs_test"] == {"exact_image": 1, "near_image": 3, "near_item": 2, "any": 6, "pairs": 6,
-                                  "pairs_found": 6, "test_rows_matched": 4}
-    assert m["within_train"] == {"exact_image": 1, "near_image": 1, "near_item": 1, "any": 2, "pairs": 3}
-    assert m["total"] == {"train_rows_flagged": 8, "train_rows_flagged_vs_test": 6,
-                          "train_rows_flagged_within_train": 2, "pairs": 9}
-    assert m["images_unhashable"] == 1 and m["rows"] == {"train": 12, "test": 6}
+    assert m["train_vs_test"] == {"exact_image": 1, "near_image": 4, "near_item": 1, "same_question_text": 2, "any": 5,
+                                  "pairs": 8, "pairs_found": 8, "test_rows_matched": 4}
+    assert m["within_train"] == {"exact_image": 1, "near_image": 2, "near_item": 1, "same_question_text": 0, "any": 3,
+                                 "pairs": 4}
+    assert m["total"] == {"train_rows_flagged": 9, "train_rows_flagged_vs_test": 5,
+                          "train_rows_flagged_within_train": 3, "pairs": 12}
+    assert m["images_unhashable"] == 1 and m["rows"] == {"train": 13, "test": 6}
 
     flagged = {r["row"]: r["kinds"] for r in result.flagged.to_pylist()}
     assert flagged == {0: ["exact_image"], 1: ["near_image"], 2: ["near_image"], 3: ["near_image"],
-                       4: ["near_item"], 5: ["near_item"], 8: ["train_exact_image", "train_near_item"],
-                       9: ["train_near_image"]}
+                       4: ["same_question_text"], 5: ["same_question_text"], 8: ["train_exact_image", "train_near_item"],
+                       9: ["train_near_image"], 12: ["near_image", "near_item", "train_near_image"]}
     # the template question with other options (6), the clean rows (7, 11) and the bad image's row (10)
     assert not {6, 7, 10, 11} & set(flagged)
 
     by_kind = {(p["train_row"], p["kind"]): p for p in pairs}
     assert by_kind[(0, "exact_image")]["similarity"] == 1.0
-    assert by_kind[(5, "near_item")]["similarity"] == 1.0  # equal once normalised
-    assert 0.7 <= by_kind[(4, "near_item")]["similarity"] < 1.0
+    assert by_kind[(5, "same_question_text")]["similarity"] == 1.0  # equal once normalised
+    assert 0.7 <= by_kind[(4, "same_question_text")]["similarity"] < 1.0
+    assert by_kind[(12, "near_item")]["similarity"] == 1.0 and by_kind[(12, "near_image")]["similarity"] > 0.92
     assert by_kind[(1, "near_image")]["test_dataset_name"] == "test_set"
     assert by_kind[(1, "near_image")]["test_dataset_index"] == 101
     assert by_kind[(9, "train_near_image")]["test_dataset_index"] == 7  # the earlier train row
@@ -194,8 +201,8 @@ def test_planted_contamination_is_found_exactly(tmp_path):
 def test_a_stricter_threshold_finds_fewer(tmp_path):
     m = run_audit(write_splits(tmp_path), near_image_max_distance=0, near_item_threshold=1.0).metrics
     assert m["train_vs_test"]["exact_image"] == 1
-    assert m["train_vs_test"]["near_item"] == 1  # only the normalised-equal one
-    assert m["train_vs_test"]["near_image"] <= 3
+    assert m["train_vs_test"]["same_question_text"] == 1  # only the normalised-equal one
+    assert m["train_vs_test"]["near_image"] <= 4
 
 
 def test_within_train_pairs_link_each_copy_to_the_first(tmp_path):

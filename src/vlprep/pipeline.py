@@ -55,7 +55,8 @@ def stages() -> list[Stage]:
               params=["tokenizer"], outs=["${tokenizer.out}"]),
         Stage("audit", "Contamination: train rows repeating test rows, and duplicates within train (docs/audit.md).",
               "python stages/audit.py data/hf_bytes data/audit", ["stages/audit.py"], deps=["data/hf_bytes"],
-              params=["inputs", *AUDIT_KEYS], outs=["data/audit"], metrics=["metrics/audit/contamination.json"]),
+              params=["inputs", *AUDIT_KEYS], outs=["data/audit"], metrics=["metrics/audit/contamination.json"],
+              plots=["plots/audit"]),  # per kind, pairs by similarity; near_image_candidates: every checked one
         Stage("select", "The rows every target leaves out, per split: contaminated train rows (with "
               "audit.drop_train_contaminated), rows outside the seeded subset. No data is copied.",
               "python stages/select_rows.py --flagged data/audit/flagged_train_rows.parquet data/hf_bytes data/select",

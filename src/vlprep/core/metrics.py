@@ -55,8 +55,8 @@ DROP_REASONS = {
     "beyond_max_rows": "past verl.max_rows",
     # row selection (stage select, applied by verl and trl): contamination, then the seeded subset
     "contaminated_exact_image": "train row sharing an image's exact bytes with a test row (audit), with audit.drop_train_contaminated",
-    "contaminated_near_image": "train row with a near-duplicate image of a test row (audit), with audit.drop_train_contaminated",
-    "contaminated_near_item": "train row whose question and options nearly repeat a test row's (audit), with audit.drop_train_contaminated",
+    "contaminated_near_image": "train row with a near copy of a test row's image (hash candidate, confirmed on thumbnails; audit), with audit.drop_train_contaminated",
+    "contaminated_near_item": "train row repeating a test item: the same or a near image and a near question, options and answer agreeing where both rows have them (audit), with audit.drop_train_contaminated",
     "outside_subset": "not among the subset.rows rows the seeded subset selected",
 }
 

@@ -263,16 +263,21 @@ class TargetsParams(Section):
 class AuditParams(Section):
     """Contamination audit (README, "Contamination audit")."""
 
-    near_image_max_distance: Annotated[int, Field(ge=0, lt=32)]  # bits between 64-bit perceptual hashes
+    near_image_max_distance: Annotated[int, Field(ge=0, lt=32)]  # candidates: bits between 64-bit perceptual hashes
+    near_image_layout_distance: Annotated[int, Field(ge=0, lt=32)]  # candidates: bits between 64-bit layout hashes
+    near_image_min_structure: Annotated[float, Field(ge=0, le=1)]  # confirmation: registered detail correlation
+    near_image_max_contrast: Annotated[float, Field(ge=1)]  # confirmation: ratio of luma standard deviations
+    near_image_max_colour: Annotated[float, Field(ge=0)]  # confirmation: mean |dCb| + |dCr|, 0-255 levels
     image_hash: Literal["phash", "dhash"]
-    near_item_threshold: Annotated[float, Field(gt=0, le=1)]  # estimated Jaccard of question+options
+    near_item_threshold: Annotated[float, Field(gt=0, le=1)]  # estimated Jaccard of questions (and options)
+    template_min_images: Annotated[int, Field(ge=2)]  # a question asked of this many distinct images is a template
     num_perm: PositiveInt  # MinHash permutations
     shingle: PositiveInt  # words per shingle
     seed: int
     max_pairs_per_row: PositiveInt  # pairs written per train row and kind (counts use all)
     num_proc: PositiveInt
     index_rows: PositiveInt  # train rows per in-memory index block (memory, not results)
-    hash_cache_images: NonNegativeInt  # perceptual hashes kept per process for repeated images (time, not results)
+    hash_cache_images: NonNegativeInt  # image fingerprints kept per process for repeated images (time, not results)
     # verl/trl train outputs leave out train rows matching a test row (stage select; not read by audit)
     drop_train_contaminated: bool
 

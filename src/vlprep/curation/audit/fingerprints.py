@@ -16,10 +16,12 @@ import unicodedata
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 HASH_BITS = 64  # imagehash with hash_size=8: an 8x8 bit matrix, stored as one uint64
 THUMBNAIL = 64  # decode images to about this size (smaller side) before hashing
+DETAIL, CHROMA = 32, 16  # the detail thumbnail: luma at DETAIL x DETAIL, chroma at CHROMA x CHROMA
+THUMB_BYTES = DETAIL * DETAIL + 2 * CHROMA * CHROMA
 
 
 class ImageUnhashable(Exception):
@@ -32,15 +34,16 @@ def content_key(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:16]
 
 
-def thumbnail(data: bytes, size: int = THUMBNAIL) -> Image.Image:
-    """A grayscale image whose smaller side is about `size` (never below it unless the image is smaller),
-    decoded cheaply: JPEG's DCT scaling via draft(), otherwise a box reduce() after decoding."""
+def decode(data: bytes, size: int = THUMBNAIL, colour: bool = False) -> Image.Image:
+    """The image, mode L (or, with colour=True, YCbCr for a colour image), whose smaller side is about
+    `size` (never below it unless the image is smaller), decoded cheaply: JPEG's DCT scaling via draft()
+    (in its own YCbCr: no colour conversion), otherwise a box reduce() after decoding."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # decompression-bomb warnings: hf_bytes already bounded sizes
         try:
             im = Image.open(io.BytesIO(data))
             if im.format == "JPEG":
-                im.draft("L", (size, size))
+                im.draft("YCbCr" if colour else "L", (size, size))
             im.load()
             if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
                 # 16-bit / float scans: convert("L") would clip everything above 255 to white
@@ -48,8 +51,10 @@ def thumbnail(data: bytes, size: int = THUMBNAIL) -> Image.Image:
                 lo, hi = float(a.min()), float(a.max())
                 a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
                 im = Image.fromarray(a.astype(np.uint8), "L")
-            elif im.mode != "L":
+            elif im.mode in ("1", "LA", "La") or (im.mode != "L" and not colour):
                 im = im.convert("L")
+            elif im.mode not in ("L", "YCbCr"):
+                im = (im if im.mode == "RGB" else im.convert("RGB")).convert("YCbCr")
             factor = min(im.size) // size
             if factor > 1:
                 im = im.reduce(factor)
@@ -58,16 +63,62 @@ def thumbnail(data: bytes, size: int = THUMBNAIL) -> Image.Image:
             raise ImageUnhashable(f"{type(e).__name__}: {e}") from None
 
 
+def thumbnail(data: bytes, size: int = THUMBNAIL) -> Image.Image:
+    """A grayscale image whose smaller side is about `size` (see decode)."""
+    return decode(data, size)
+
+
 def perceptual_hash(data: bytes, method: str = "phash") -> int:
     """64-bit perceptual hash (imagehash, hash_size=8) of the image's thumbnail, as an int."""
+    return _perceptual_hash(thumbnail(data), method)
+
+
+def _perceptual_hash(grey: Image.Image, method: str) -> int:
     import imagehash
 
-    im = thumbnail(data)
     try:
-        h = (imagehash.phash if method == "phash" else imagehash.dhash)(im, hash_size=8)
+        h = (imagehash.phash if method == "phash" else imagehash.dhash)(grey, hash_size=8)
     except Exception as e:
         raise ImageUnhashable(f"{type(e).__name__}: {e}") from None
-    return int.from_bytes(np.packbits(np.asarray(h.hash, dtype=bool).ravel()).tobytes(), "big")
+    return _bits(np.asarray(h.hash, dtype=bool))
+
+
+def _bits(m: np.ndarray) -> int:
+    return int.from_bytes(np.packbits(m.ravel()).tobytes(), "big")
+
+
+def layout_hash(luma: Image.Image) -> int:
+    """64 bits: which cells of an 8 x 8 grid of the blurred DETAIL px luma are brighter than its mean (an
+    average hash). Coarser than pHash, but a crop of a few percent moves its cells by a fraction of a
+    cell, where pHash's highest coefficients turn by up to half a period: the second candidate search,
+    for cropped copies of images whose content is small (a shape, a finding on a flat field)."""
+    im = luma.filter(ImageFilter.GaussianBlur(DETAIL / 16))
+    a = np.asarray(im.resize((8, 8), Image.Resampling.BOX), dtype=np.float64)
+    return _bits(a > a.mean())
+
+
+def detail_thumbnail(im: Image.Image, luma: Image.Image) -> bytes:
+    """What the confirmation compares (confirm.py): the luma at DETAIL x DETAIL and the two chroma planes
+    (Cb, Cr) at CHROMA x CHROMA, uint8, THUMB_BYTES in all; aspect ratio not kept (a crop changes it).
+    im: mode L or YCbCr; luma: its luma at DETAIL x DETAIL."""
+    if im.mode == "L":
+        return luma.tobytes() + bytes([128]) * (2 * CHROMA * CHROMA)
+    resample = Image.Resampling.BOX if min(im.size) >= CHROMA else Image.Resampling.BILINEAR
+    return luma.tobytes() + b"".join(im.getchannel(c).resize((CHROMA, CHROMA), resample).tobytes() for c in (1, 2))
+
+
+def image_fingerprint(data: bytes, method: str = "phash") -> tuple[int, int, bytes]:
+    """(perceptual hash, layout hash, detail thumbnail) of encoded image bytes, from one decode."""
+    im = decode(data, colour=True)
+    grey = im if im.mode == "L" else im.getchannel(0)  # YCbCr's Y is the luma convert("L") computes
+    try:
+        resample = Image.Resampling.BOX if min(im.size) >= DETAIL else Image.Resampling.BILINEAR
+        luma = grey.resize((DETAIL, DETAIL), resample)
+        return _perceptual_hash(grey, method), layout_hash(luma), detail_thumbnail(im, luma)
+    except ImageUnhashable:
+        raise
+    except Exception as e:
+        raise ImageUnhashable(f"{type(e).__name__}: {e}") from None
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -100,6 +151,27 @@ def item_key(question: str | None, options: str | None) -> bytes:
     return hashlib.blake2b("\x1f".join([q, *opts]).encode(), digest_size=16).digest()
 
 
+def question_key(question: str | None) -> int:
+    """64-bit identity of the normalised question alone: what a template is counted by."""
+    return _key64(normalize_text(question))
+
+
+def answer_key(answer: str | None, answer_label: str | None, options: str | None) -> int:
+    """64-bit identity of the normalised answer: the option text its label names (option order and labels
+    differ between copies), else the answer text; 0 when there is neither."""
+    try:
+        parsed = json.loads(options) if options else {}
+    except (TypeError, ValueError):
+        parsed = {}
+    text = parsed.get(answer_label) if isinstance(parsed, dict) and answer_label else None
+    text = normalize_text(str(text if text is not None else answer or ""))
+    return _key64(text) if text else 0
+
+
+def _key64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") or 1
+
+
 def item_shingles(question: str | None, options: str | None, k: int) -> tuple[set[bytes], set[bytes]]:
     """Word k-grams of the question, and of the options (within each option, so none spans two);
     a text shorter than k words is one shingle. Question and options are compared separately: an item
@@ -112,6 +184,9 @@ def item_shingles(question: str | None, options: str | None, k: int) -> tuple[se
             grams = [words[i : i + k] for i in range(max(1, len(words) - k + 1))]
             out.update(f"{prefix} {' '.join(g)}".encode() for g in grams)
     return sets
+
+
+EMPTY_SIGNATURE = 0xFFFFFFFF  # every value of the MinHash of no shingle (datasketch's largest hash)
 
 
 class MinHasher:
@@ -132,6 +207,9 @@ class MinHasher:
 
 
 def item_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Estimated Jaccard of the questions and of the options, (n, 2, num_perm) each: the lower of the two."""
-    return (a == b).mean(axis=2).min(axis=1)
-
+    """Estimated Jaccard of the questions and, where both items have options, of the options, (n, 2,
+    num_perm) each: the lower of the two. An item without options agrees with any options."""
+    both = (a[:, 1, 0] != EMPTY_SIGNATURE) & (b[:, 1, 0] != EMPTY_SIGNATURE)
+    same = a == b
+    question, options = same[:, 0].mean(axis=1), same[:, 1].mean(axis=1)
+    return np.where(both, np.minimum(question, options), question)

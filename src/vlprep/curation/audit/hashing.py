@@ -1,5 +1,6 @@
-"""Per-unit hashing: each hf_bytes row becomes one small fixed-size record (item key, MinHash signatures,
-and per image its content key and perceptual hash), and records read back as numpy columns."""
+"""Per-unit hashing: each hf_bytes row becomes one small fixed-size record (item, question and answer
+keys, MinHash signatures, and per image its content key, perceptual and layout hashes and detail
+thumbnail), and records read back as numpy columns."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -12,43 +13,51 @@ import pyarrow.compute as pc
 from vlprep.core.metrics import StageStats
 from vlprep.core.params import AuditParams
 from vlprep.curation.audit.fingerprints import (
+    THUMB_BYTES,
     ImageUnhashable,
     MinHasher,
+    answer_key,
     content_key,
+    image_fingerprint,
     item_key,
     item_shingles,
-    perceptual_hash,
+    question_key,
 )
 from vlprep.io.sources import Unit, read_unit
 
-COLUMNS = ["images", "question", "options", "dataset_name", "dataset_index"]
+COLUMNS = ["images", "question", "options", "answer", "answer_label", "dataset_name", "dataset_index"]
 
 
 RECORD_SCHEMA = pa.schema([
     ("row", pa.int64()),
     ("dataset_name", pa.string()),
     ("dataset_index", pa.int64()),
-    ("item_key", pa.binary(16)),
+    ("item_key", pa.binary(16)),  # question + options, normalised
+    ("question_key", pa.uint64()),  # the question alone: templates are counted by it
+    ("answer_key", pa.uint64()),  # 0: no answer
     ("question_signature", pa.binary()),  # MinHash: num_perm uint32, little-endian
     ("options_signature", pa.binary()),
     ("image_keys", pa.list_(pa.binary(16))),
-    ("image_hashes", pa.list_(pa.uint64())),
+    ("image_hashes", pa.list_(pa.uint64())),  # perceptual hash
+    ("image_layouts", pa.list_(pa.uint64())),  # layout hash
+    ("image_thumbs", pa.list_(pa.binary(THUMB_BYTES))),  # detail thumbnail (confirm.py)
     ("image_hashed", pa.list_(pa.bool_())),  # False: undecodable, only the exact key applies
 ])
+_UNHASHED = (0, 0, bytes(THUMB_BYTES))
 
 
 def hash_unit(unit: Unit, config: AuditParams) -> tuple[pa.Table, StageStats]:
     """One hf_bytes unit -> one small record per row (what the index keeps), and counts."""
     table = read_unit(unit, COLUMNS)
     hasher = _hasher(config.num_perm, config.seed)
-    recent = _recent_hashes(config.hash_cache_images)
+    recent = _recent_prints(config.hash_cache_images)
     stats = StageStats()
     cols = {name: [] for name in RECORD_SCHEMA.names}
     images = table.column("images").to_pylist()
-    questions = table.column("question").to_pylist()
-    options = table.column("options").to_pylist()
+    questions, options = table.column("question").to_pylist(), table.column("options").to_pylist()
+    answers, labels = table.column("answer").to_pylist(), table.column("answer_label").to_pylist()
     for i in range(table.num_rows):
-        keys, hashes, hashed = [], [], []
+        keys, prints, hashed = [], [], []
         for image in images[i] or []:
             data = image.get("bytes") if image else None
             stats.counts["images"] += 1
@@ -57,24 +66,27 @@ def hash_unit(unit: Unit, config: AuditParams) -> tuple[pa.Table, StageStats]:
                 continue
             key = content_key(data)
             keys.append(key)
-            h = recent.get((key, config.image_hash))
-            if h is None:
+            found = recent.get((key, config.image_hash))
+            if found is None:
                 try:
-                    h = perceptual_hash(data, config.image_hash)
+                    found = image_fingerprint(data, config.image_hash)
                 except ImageUnhashable:
-                    h = -1
-                recent.put((key, config.image_hash), h)
-            if h < 0:
+                    found = False
+                recent.put((key, config.image_hash), found)
+            if found is False:
                 stats.counts["images_unhashable"] += 1
-            hashes.append(max(h, 0))
-            hashed.append(h >= 0)
+            prints.append(found or _UNHASHED)
+            hashed.append(found is not False)
         cols["row"].append(unit.first_row + i)
         cols["item_key"].append(item_key(questions[i], options[i]))
+        cols["question_key"].append(question_key(questions[i]))
+        cols["answer_key"].append(answer_key(answers[i], labels[i], options[i]))
         for name, shingles in zip(("question_signature", "options_signature"),
                                   item_shingles(questions[i], options[i], config.shingle)):
             cols[name].append(hasher.signature(shingles).astype("<u4").tobytes())
         cols["image_keys"].append(keys)
-        cols["image_hashes"].append(hashes)
+        for name, values in zip(("image_hashes", "image_layouts", "image_thumbs"), zip(*prints) if prints else ((), (), ())):
+            cols[name].append(list(values))
         cols["image_hashed"].append(hashed)
     cols["dataset_name"] = table.column("dataset_name").combine_chunks()
     cols["dataset_index"] = table.column("dataset_index").combine_chunks()
@@ -105,8 +117,8 @@ _RECENT: dict = {}
 _HASHERS: dict = {}
 
 
-def _recent_hashes(size: int) -> _Recent:
-    """This process's perceptual hashes of the last `size` distinct images (~100 bytes an entry)."""
+def _recent_prints(size: int) -> _Recent:
+    """This process's fingerprints of the last `size` distinct images (~1.7 KB an entry: the thumbnail)."""
     if size not in _RECENT:
         _RECENT[size] = _Recent(size)
     return _RECENT[size]
@@ -132,10 +144,14 @@ class Columns:
     names: pa.Array  # Arrow strings: compact, not one Python object a row
     dataset_index: np.ndarray
     item_keys: np.ndarray  # V16
+    question_keys: np.ndarray  # uint64
+    answer_keys: np.ndarray  # uint64, 0: none
     signatures: np.ndarray  # (rows, 2, num_perm) uint32: question, options
     image_rows: np.ndarray
     image_keys: np.ndarray  # V16
     image_hashes: np.ndarray  # uint64
+    image_layouts: np.ndarray  # uint64
+    image_thumbs: np.ndarray  # (images, THUMB_BYTES) uint8
     image_hashed: np.ndarray  # bool
 
     @classmethod
@@ -143,18 +159,31 @@ class Columns:
         rows = t.column("row").to_numpy()
         lengths = pc.list_value_length(t.column("image_keys")).to_numpy(zero_copy_only=False)
         flat = lambda name: pc.list_flatten(t.column(name))  # noqa: E731
+        number = lambda name: t.column(name).to_numpy().astype(np.uint64)  # noqa: E731
+        thumbs = flat("image_thumbs").combine_chunks()
         return cls(
             rows=rows,
             names=t.column("dataset_name").combine_chunks(),
             dataset_index=t.column("dataset_index").fill_null(NULL_INDEX).to_numpy(),
             item_keys=_v16(t.column("item_key")),
+            question_keys=number("question_key"),
+            answer_keys=number("answer_key"),
             signatures=np.stack([_signatures(t.column(c), num_perm) for c in ("question_signature", "options_signature")],
                                 axis=1),
             image_rows=np.repeat(rows, lengths),
             image_keys=_v16(flat("image_keys")),
             image_hashes=flat("image_hashes").to_numpy(zero_copy_only=False).astype(np.uint64),
+            image_layouts=flat("image_layouts").to_numpy(zero_copy_only=False).astype(np.uint64),
+            image_thumbs=_fixed(thumbs, THUMB_BYTES),
             image_hashed=flat("image_hashed").to_numpy(zero_copy_only=False).astype(bool),
         )
+
+
+def _fixed(array: pa.Array, width: int) -> np.ndarray:
+    """A fixed-size binary array as (n, width) uint8, without a copy."""
+    if not len(array):
+        return np.zeros((0, width), dtype=np.uint8)
+    return np.frombuffer(array.buffers()[1], np.uint8, len(array) * width, array.offset * width).reshape(-1, width)
 
 
 def _signatures(column, num_perm: int) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Candidate search without comparing all pairs: LSH band keys (of MinHash signatures, of perceptual
-hashes), the band index over them, and exact groups of rows sharing a 16-byte key.
+hashes), the band index over them, and exact groups of rows sharing a 16-byte key; and the arithmetic
+over such groups' member spans (spans, by_budget, cross_pairs, gather_rows), in bounded chunks.
 
 `BandIndex` keeps per item and band one sorted uint64 key and one int32 position, and a query compares
 only the items sharing a band key with it, never all pairs.
@@ -95,10 +96,8 @@ class BandIndex:
                 total = int(counts.sum())
                 if not total:
                     continue
-                qi = np.repeat(np.arange(start, stop), counts)
-                pos = np.repeat(lo[b, start:stop], counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
-                qs.append(qi)
-                ts.append(self.order[b][pos])
+                qs.append(np.repeat(np.arange(start, stop), counts))
+                ts.append(self.order[b][spans(lo[b, start:stop], counts)])
             if qs:
                 yield np.concatenate(qs).astype(np.int64), np.concatenate(ts).astype(np.int64)
             start = stop
@@ -139,14 +138,59 @@ class ExactGroups:
     def expand(self, groups: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
         """For each group (with its values), every row of the group: (rows, *values repeated)."""
         groups = np.asarray(groups, dtype=np.int64)
-        counts = self.offsets[groups + 1] - self.offsets[groups]
-        total = int(counts.sum())
-        pos = np.repeat(self.offsets[groups], counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
-        return (self.rows[pos], *(np.repeat(v, counts) for v in values))
+        counts = self.sizes(groups)
+        return (self.rows[spans(self.offsets[groups], counts)], *(np.repeat(v, counts) for v in values))
 
+    def sizes(self, groups: np.ndarray) -> np.ndarray:
+        return self.offsets[groups + 1] - self.offsets[groups]
+
+
+def spans(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The positions start, start+1, ..., start+count-1 of each span, concatenated."""
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    return np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
 
 def unique_pair_positions(qi: np.ndarray, ti: np.ndarray) -> np.ndarray:
     """Positions of the first occurrence of each distinct (qi, ti) pair (a pair sharing several bands comes
     once per band), in pair order."""
     return np.unique(qi.astype(np.int64) << 32 | ti.astype(np.int64), return_index=True)[1]
+
+
+def by_budget(sizes: np.ndarray, budget: int):
+    """Positions 0..len(sizes)-1 in consecutive runs whose sizes add up to at most budget (or one)."""
+    cum = np.cumsum(sizes)
+    start = 0
+    while start < len(sizes):
+        base = cum[start - 1] if start else 0
+        stop = max(start + 1, int(np.searchsorted(cum, base + budget, "right")))
+        yield np.arange(start, stop)
+        start = stop
+
+
+def cross_pairs(offsets: np.ndarray, ga: np.ndarray, gb: np.ndarray, budget: int, distinct: bool = False):
+    """Every pair (a, b) of members of groups ga[i] and gb[i] (members of group g: offsets[g] ..
+    offsets[g+1]-1), a != b with distinct, in chunks of about `budget` pairs."""
+    ka, kb = offsets[ga + 1] - offsets[ga], offsets[gb + 1] - offsets[gb]
+    sizes = ka * kb
+    for part in by_budget(sizes, budget):
+        total = int(sizes[part].sum())
+        starts = np.cumsum(sizes[part]) - sizes[part]
+        for lo in range(0, total, budget):  # a single link over budget: in slices
+            t = np.arange(lo, min(lo + budget, total))
+            j = np.searchsorted(starts, t, "right") - 1
+            link, t = part[j], t - starts[j]
+            a, b = offsets[ga[link]] + t // kb[link], offsets[gb[link]] + t % kb[link]
+            yield (a[a != b], b[a != b]) if distinct else (a, b)
+
+
+def gather_rows(arrays: list[np.ndarray], at: np.ndarray) -> np.ndarray:
+    """Rows `at` of the arrays stacked, without stacking them (thumbnails: the block's unique images only)."""
+    ends = np.cumsum([len(a) for a in arrays])
+    out = np.empty((len(at), arrays[0].shape[1] if arrays else 0), dtype=np.uint8)
+    part = np.searchsorted(ends, at, "right")
+    for k, a in enumerate(arrays):
+        here = np.flatnonzero(part == k)
+        out[here] = a[at[here] - (ends[k] - len(a))]
+    return out

@@ -1,11 +1,16 @@
 """The audit's outputs, a block at a time: pairs.parquet (one row per train row, other row and kind, with
-both rows' identities) and flagged_train_rows.parquet (each affected train row and its kinds)."""
+both rows' identities) and flagged_train_rows.parquet (each affected train row and its kinds); and
+flagged_pairs, which reads pairs.parquet back for a page that shows each pair side by side."""
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from vlprep.curation.audit.matching import KINDS, TrainIndex
+from vlprep.curation.audit.matching import CONTAMINATION, KINDS, TrainIndex
 
 PAIRS_SCHEMA = pa.schema([
     ("train_dataset_name", pa.string()),
@@ -78,3 +83,21 @@ def flagged_table(index: TrainIndex, vs_test: dict, within: dict) -> pa.Table:
 def _lookup(ids: pa.Table, rows: np.ndarray) -> np.ndarray:
     """Positions of rows (all present) in an ids table sorted by row."""
     return np.searchsorted(ids.column("row").to_numpy(), rows)
+
+
+def flagged_pairs(path: Path, kinds: Iterable[str] = CONTAMINATION) -> Iterator[dict]:
+    """The pairs of a pairs.parquet of the given kinds (default: those audit.drop_train_contaminated
+    drops; train_* for within-train duplicates), in file order, read a row group at a time: per pair the
+    kind, the similarity and both rows as {split, row, dataset_name, dataset_index}, `row` being the
+    position in that hf_bytes split (what a page needs to show the two images and questions side by side)."""
+    wanted = set(kinds)
+    f = pq.ParquetFile(path)
+    for g in range(f.metadata.num_row_groups):
+        for p in f.read_row_group(g).to_pylist():
+            if p["kind"] in wanted:
+                other_split = "train" if p["kind"].startswith("train_") else "test"
+                yield {"kind": p["kind"], "similarity": p["similarity"],
+                       "train": {"split": "train", "row": p["train_row"], "dataset_name": p["train_dataset_name"],
+                                 "dataset_index": p["train_dataset_index"]},
+                       "other": {"split": other_split, "row": p["test_row"], "dataset_name": p["test_dataset_name"],
+                                 "dataset_index": p["test_dataset_index"]}}
