@@ -122,7 +122,67 @@ class ArrowBatch:
         return str(Path(self.path).parent)  # the dataset directory, in which first_row counts
 
 
-Unit = RowGroup | ArrowBatch | TextChunk
+@dataclass(frozen=True)
+class ArrowRows:
+    """Rows of a saved dataset (hf_bytes) taken by position in a given order, a row possibly more than once:
+    what the targets read when stage select orders or repeats the rows (a curriculum, an up-sampled
+    mixture). Its rows come from whichever record batches hold them, each memory-mapped as ArrowBatch is."""
+
+    batches: tuple[ArrowBatch, ...]  # the record batches its rows come from
+    take: tuple[tuple[int, int], ...]  # per row: (which of `batches`, row within that batch)
+    positions: tuple[int, ...]  # per row: its position in the whole dataset (its stable id)
+    repeats: int = 0  # rows that repeat one read earlier in the order (an up-sampled copy)
+
+    @property
+    def rows(self) -> int:  # (for progress)
+        return len(self.positions)
+
+    @property
+    def first_row(self) -> int:  # (for messages)
+        return self.positions[0] if self.positions else 0
+
+    @property
+    def path(self) -> str:
+        return self.batches[0].path if self.batches else ""
+
+    @property
+    def source(self) -> str:
+        return self.batches[0].source if self.batches else ""
+
+
+Unit = RowGroup | ArrowBatch | TextChunk | ArrowRows
+
+
+def unit_paths(unit: Unit) -> tuple[str, ...]:
+    """The files a unit reads."""
+    return tuple(dict.fromkeys(b.path for b in unit.batches)) if isinstance(unit, ArrowRows) else (unit.path,)
+
+
+def plan_arrow_rows(units: list[ArrowBatch], sequence, rows_per_unit: int) -> list[ArrowRows]:
+    """Units reading the dataset's rows in the order `sequence` gives (positions in the dataset, a row
+    possibly more than once), `rows_per_unit` rows each."""
+    import numpy as np
+
+    sequence = np.asarray(sequence, dtype=np.int64)
+    starts = np.array([u.first_row for u in units], dtype=np.int64)
+    total = int(starts[-1] + units[-1].rows) if units else 0
+    if len(sequence) and (sequence.min() < 0 or sequence.max() >= total):
+        raise InputError(f"a row order names rows outside the dataset's 0..{total - 1}: rerun stage select")
+    which = np.searchsorted(starts, sequence, side="right") - 1
+    seen = np.zeros(total, dtype=bool)
+    out = []
+    for lo in range(0, len(sequence), rows_per_unit):
+        rows, batch = sequence[lo:lo + rows_per_unit], which[lo:lo + rows_per_unit]
+        used = list(dict.fromkeys(batch.tolist()))
+        slot = {b: k for k, b in enumerate(used)}
+        repeats = 0
+        for r in rows.tolist():
+            repeats += bool(seen[r])
+            seen[r] = True
+        out.append(ArrowRows(tuple(units[b] for b in used),
+                             tuple((slot[b], r - units[b].first_row) for b, r in zip(batch.tolist(), rows.tolist())),
+                             tuple(rows.tolist()), repeats))
+    return out
 
 # Rows per text unit: text rows are small, but each names its images, read in the same unit.
 TEXT_ROWS_PER_UNIT = 256
@@ -204,6 +264,15 @@ def split_files(path: Path) -> list[Path]:
 
 
 def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
+    if isinstance(unit, ArrowRows):
+        # Each batch memory-mapped (no copy); only the rows taken are copied, in the unit's order.
+        tables = [read_unit(b, columns) for b in unit.batches]
+        offsets, first = [], 0
+        for t in tables:
+            offsets.append(first)
+            first += t.num_rows
+        table = pa.concat_tables(tables) if tables else pa.table({})
+        return table.take(pa.array([offsets[b] + r for b, r in unit.take], pa.int64()))
     try:
         if isinstance(unit, ArrowBatch):
             # Memory-mapped, one map per unit: the batch's buffers are the page cache's pages, not a copy,
