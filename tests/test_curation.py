@@ -420,3 +420,147 @@ def test_targets_output_is_the_same_bytes_for_any_num_proc(tmp_path, tokenizer_d
     finally:
         os.chdir(cwd)
     assert outputs[0] == outputs[1] and len(outputs[0]) > 1
+
+
+# ------------------------------------------------------------------ benchmark references
+
+
+def test_a_planted_benchmark_is_found_per_kind_and_droppable(tmp_path):
+    """The audit's planted test rows, as a user's benchmark file (JSON Lines, images by path, a column
+    mapping), and a second benchmark as reference-schema parquet: train rows holding copies, re-encoded and
+    resized images, and edited questions are found per kind and per reference, and select drops them."""
+    from test_audit import EXPECTED_PAIRS, PNG, planted_test_rows, planted_train_rows
+
+    project = tmp_path / "project"
+    bench = project / "bench"
+    (bench / "images").mkdir(parents=True)
+    records = []
+    for i, row in enumerate(planted_test_rows()):
+        (bench / "images" / f"{i}.bin").write_bytes(row["images"][0]["bytes"])
+        records.append({"q": row["question"], "opts": json.loads(row["options"]), "label": "A", "img": f"{i}.bin",
+                        "id": row["dataset_index"]})
+    (bench / "bench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (bench / "other").mkdir()
+    other = [{"images": [PNG["A"]], "question": "Unrelated question about a tube?", "options": {"A": "x", "B": "y"},
+              "answer_label": "A", "answer": None, "reasoning": None, "dataset_name": "other", "dataset_index": 0,
+              "hash": None, "misc": None}]
+    pq.write_table(pa.Table.from_pylist(other), bench / "other/part.parquet")
+    write_split(project / "data/hf_bytes/train", planted_train_rows(), batch=4)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["inputs"] = {"train": "data/raw/train"}
+    params["input_data"] = {"train": "data/raw/train"}
+    params["audit"]["references"] = {
+        "planted": {"data": "bench", "entries": [{"path": "bench/bench.jsonl", "image_root": "bench/images",
+                                                  "name": "planted_bench", "columns": {
+                                                      "question": "q", "options": "opts", "answer_label": "label",
+                                                      "image": "img", "dataset_index": "id"}}]},
+        "other": {"data": "bench/other", "entries": [{"path": "bench/other", "preset": "reference"}]},
+    }
+    params["audit"]["drop_train_referenced"] = True
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for name in ("planted", "other"):
+        proc = subprocess.run(stage_argv("reference", name), cwd=project, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    pairs = pq.read_table(project / "data/references/planted/pairs.parquet").to_pylist()
+    found = {(p["train_row"], p["reference_row"], p["kind"]) for p in pairs}
+    assert found == {p for p in EXPECTED_PAIRS if not p[2].startswith("train_")}
+    assert {p["reference_dataset_name"] for p in pairs} == {"planted_bench"}
+    m = json.loads((project / "metrics/references/planted.json").read_text())
+    assert m["train_vs_reference"]["exact_image"] == 1 and m["train_vs_reference"]["near_image"] == 3
+    assert m["train_vs_reference"]["near_item"] == 2 and m["train_vs_reference"]["any"] == 6
+    assert m["reference_rows"] == {"rows_in": 6, "rows_out": 6, "dropped": {}, "images": 6}
+    flagged = pq.read_table(project / "data/references/other/flagged_train_rows.parquet").to_pylist()
+    assert [(f["row"], f["kinds"]) for f in flagged] == [(0, ["exact_image"])]  # row 0 holds PNG A
+
+    (project / "data/audit").mkdir(parents=True)
+    proc = subprocess.run(stage_argv("select", "train"), cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    left = pq.read_table(project / "data/select/train.parquet").to_pylist()
+    assert [(r["row"], r["reason"]) for r in left] == [
+        (0, "reference_exact_image"), (1, "reference_near_image"), (2, "reference_near_image"),
+        (3, "reference_near_image"), (4, "reference_near_item"), (5, "reference_near_item")]
+    assert left[0]["detail"] == "reference other: exact_image"  # the first reference by name
+
+
+# ------------------------------------------------------------------ in the pipeline (dvc repro)
+
+
+def synthetic_rollouts(project: Path, split: str = "train", k: int = 8, seed: int = 0) -> Path:
+    """k responses per row of hf_bytes@split (every 10th row never rolled out), each right with a
+    probability drawn per row, plus one unknown index and one duplicate sample: rollouts/<split>.jsonl."""
+    import random
+
+    rows = []
+    for unit in plan_arrow_units(hf_dataset_files(project / "data/hf_bytes" / split)):
+        rows += read_unit(unit, ["options", "answer_label", "answer"]).to_pylist()
+    rng = random.Random(seed)
+    out = []
+    for i, row in enumerate(rows):
+        if i % 10 == 9:
+            continue
+        p = rng.random()
+        for s in range(k):
+            right = rng.random() < p
+            if row["options"]:
+                wrong = next(letter for letter in json.loads(row["options"]) if letter != row["answer_label"])
+                answer = row["answer_label"] if right else wrong
+            else:
+                answer = row["answer"] if right else "none of these"
+            out.append({"index": i, "sample": s, "response": f"{T} <answer> {answer} </answer>"})
+    out += [{"index": len(rows) + 7, "sample": 0, "response": "x"}, dict(out[0])]
+    path = project / "rollouts" / f"{split}.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("".join(json.dumps(o) + "\n" for o in out))
+    return path
+
+
+def test_curation_in_the_pipeline_reruns_only_curation_and_what_follows(scratch_repo):
+    from conftest import md5_tree, run, set_params
+    from test_dvc_workflows import REPORTS, TARGETS_TRAIN, repro_ran
+
+    repo = scratch_repo
+    test_before = md5_tree(repo / "data/verl/test")
+    synthetic_rollouts(repo)
+    # rollouts alone: pass rates reported, no row left out, no target reruns
+    set_params(repo, **{"curation.rollouts": {"train": "rollouts/train.jsonl"}})
+    assert repro_ran(repo) == {"curation@train", "select", "summary", "card", "preview"}
+    m = json.loads((repo / "metrics/curation/train.json").read_text())
+    assert m["problems"]["unknown_index"]["count"] == 1 and m["problems"]["duplicate_sample"]["count"] == 1
+    assert m["not_rolled_out"]["count"] == m["rows"] // 10 and sum(m["rollouts_per_item"].values()) == m["items_rolled_out"]
+    assert json.loads((repo / "plots/curation/train/pass_counts.json").read_text())
+    # the band and the curriculum: select and what follows, never curation, hf_bytes, audit or the test split
+    set_params(repo, **{"curation.pass_rate": [0.25, 0.75], "curation.order": "easy_to_hard"})
+    assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
+    rates = {r["row"]: r for r in pq.read_table(repo / "data/curation/train.parquet").to_pylist()}
+    info = pq.read_table(repo / "data/verl/train").column("extra_info").to_pylist()
+    got = [rates[e["index"]]["pass_rate"] for e in info]
+    assert got == sorted(got, reverse=True) and all(0.25 <= r <= 0.75 for r in got)
+    expected = sorted(r for r, v in rates.items() if v["n"] and 0.25 <= v["pass_rate"] <= 0.75)
+    assert sorted(e["index"] for e in info) == expected
+    trl = pq.read_table(repo / "data/trl/train").column("dataset_index").to_pylist()
+    assert trl == [e["dataset_index"] for e in info]  # every target emits the same order
+    verl = json.loads((repo / "metrics/verl/train.json").read_text())
+    assert {"too_easy", "too_hard", "not_rolled_out"} <= set(verl["dropped"])
+    assert md5_tree(repo / "data/verl/test") == test_before
+    # the same bytes with two worker processes
+    outputs = {p: md5_tree(repo / p) for p in ("data/verl/train", "data/trl/train", "data/rejects/verl")}
+    set_params(repo, **{"verl.num_proc": 2, "trl.num_proc": 2})
+    assert repro_ran(repo) == {*TARGETS_TRAIN, "verl@test", "card"}  # (the card shows the params)
+    assert {p: md5_tree(repo / p) for p in outputs} == outputs
+    # new rollouts: curation@train and what follows
+    synthetic_rollouts(repo, seed=1)
+    assert repro_ran(repo) == {"curation@train", "select", *TARGETS_TRAIN, "summary", *REPORTS}
+    # an up-sampled mixture on top: the order is kept, copies adjacent, shares as asked
+    set_params(repo, **{"mixture.weights": {"sample_train_a": 1, "sample_train_b": 3}, "mixture.rows": 60,
+                        "mixture.upsample": True})
+    assert repro_ran(repo) == {"select", *TARGETS_TRAIN, "summary", *REPORTS}
+    info = pq.read_table(repo / "data/verl/train").column("extra_info").to_pylist()
+    assert Counter(e["dataset_name"] for e in info) == {"sample_train_a": 15, "sample_train_b": 45}
+    rates = {r["row"]: r for r in pq.read_table(repo / "data/curation/train.parquet").to_pylist()}  # the new rollouts'
+    got = [rates[e["index"]]["pass_rate"] for e in info]
+    assert len(info) == 60 and got == sorted(got, reverse=True)
+    select = json.loads((repo / "metrics/select.json").read_text())["train"]
+    assert select["mixture"]["sources"]["sample_train_b"]["share"] == 0.75
+    assert json.loads((repo / "metrics/verl/train.json").read_text())["rows_repeated"] == select["repeated"] > 0
+    assert repro_ran(repo) == set()
+    assert "up to date" in run(["dvc", "status"], repo).stdout
