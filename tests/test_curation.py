@@ -395,7 +395,7 @@ def test_targets_emit_the_selection_order_with_repeats_and_count_every_row(tmp_p
     assert [(r["row"], r["reason"]) for r in rejects] == [(1, "too_easy"), (7, "outside_mixture"), (20, "not_rolled_out")]
 
 
-def test_targets_output_is_the_same_bytes_for_any_num_proc(tmp_path, tokenizer_dir):
+def test_targets_output_is_the_same_bytes_for_any_num_proc_and_engine(tmp_path, tokenizer_dir, monkeypatch):
     import os
 
     from conftest import md5_tree, target_config
@@ -408,18 +408,22 @@ def test_targets_output_is_the_same_bytes_for_any_num_proc(tmp_path, tokenizer_d
     pq.write_table(selection_table([(3, "too_hard", "0/8")]), tmp_path / "select/train.parquet")
     order = [r for r in range(29, -1, -1) if r != 3] + [0, 0]
     pq.write_table(order_table(np.array(order)), tmp_path / "select/train.order.parquet")
-    outputs = []
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
+    runs = [{"num_proc": 1}, {"num_proc": 2}]
     try:
-        for num_proc in (1, 2):
-            cfg = target_config("verl", tokenizer=tokenizer_dir, num_proc=num_proc, part_rows=7)
-            VERL.run("train", cfg, source=split, output=tmp_path / f"out{num_proc}",
-                     selection=tmp_path / "select/train.parquet")
-            outputs.append(md5_tree(tmp_path / f"out{num_proc}"))
-    finally:
-        os.chdir(cwd)
-    assert outputs[0] == outputs[1] and len(outputs[0]) > 1
+        import ray  # noqa: F401  (the optional extra)
+
+        runs.append({"num_proc": 2, "engine": "ray", "ray_address": None})
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    except ImportError:
+        pass
+    outputs = []
+    monkeypatch.chdir(tmp_path)  # the stage writes its rejects, metrics and plots under the project
+    for i, how in enumerate(runs):
+        cfg = target_config("verl", tokenizer=tokenizer_dir, part_rows=7, **how)
+        VERL.run("train", cfg, source=split, output=tmp_path / f"out{i}", selection=tmp_path / "select/train.parquet")
+        outputs.append({p: md5_tree(tmp_path / p) for p in (f"out{i}", "data/rejects", "metrics")})
+        outputs[-1]["out"] = outputs[-1].pop(f"out{i}")
+    assert all(o == outputs[0] for o in outputs) and len(outputs[0]["out"]) > 1
 
 
 # ------------------------------------------------------------------ benchmark references
@@ -564,3 +568,20 @@ def test_curation_in_the_pipeline_reruns_only_curation_and_what_follows(scratch_
     assert json.loads((repo / "metrics/verl/train.json").read_text())["rows_repeated"] == select["repeated"] > 0
     assert repro_ran(repo) == set()
     assert "up to date" in run(["dvc", "status"], repo).stdout
+
+
+def test_clean_lists_curation_and_reference_outputs_the_params_no_longer_have(tmp_path):
+    from vlprep.cli import stale_outputs
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["curation"]["rollouts"] = {"test": "rollouts/test.jsonl"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    files = ["data/curation/.gitignore", "data/curation/train.parquet", "data/curation/train.problems.parquet",
+             "data/curation/test.parquet", "metrics/curation/train.json", "plots/curation/train/pass_counts.json",
+             "data/references/.gitignore", "data/references/bench/pairs.parquet", "metrics/references/bench.json"]
+    for f in files:
+        (tmp_path / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f).write_text("")
+    stale = {p.relative_to(tmp_path).as_posix() for p in stale_outputs(tmp_path) if "curation" in str(p) or "references" in str(p)}
+    assert stale == {"data/curation/train.parquet", "data/curation/train.problems.parquet", "metrics/curation/train.json",
+                     "plots/curation/train", "data/references/bench", "metrics/references/bench.json"}
