@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from vlprep.core import paths
 from vlprep.core.failures import InputError, stage_main
 from vlprep.core.metrics import write_json
@@ -23,8 +25,6 @@ from vlprep.curation.rollouts import (
     read_rollouts,
     scoring_rows,
 )
-
-import pyarrow.parquet as pq
 
 FLUSH = 4096  # problem records held before they are written
 

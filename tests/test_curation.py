@@ -28,7 +28,7 @@ from vlprep.curation.rollouts import (
 )
 from vlprep.curation.selection import apportion, curate, mix, row_keys
 from vlprep.engine.parts import write_hf_dataset
-from vlprep.io.sources import hf_dataset_files, plan_arrow_rows, plan_arrow_units, read_unit
+from vlprep.io.sources import hf_dataset_files, plan_arrow_rows, plan_arrow_units, read_skipped, read_unit
 
 T = "<think> looked </think>"
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -332,6 +332,13 @@ def test_arrow_rows_read_any_order_with_repeats(tmp_path):
     assert got == sequence
     with pytest.raises(InputError, match="outside the dataset"):
         plan_arrow_rows(units, [11], 3)
+    # rows left out are spread over the units in runs, never a unit of their own
+    planned = plan_arrow_rows(units, sequence, 3, skipped=[2, 4, 6, 7, 8, 9])
+    assert [u.skipped for u in planned] == [(2, 4), (6, 7), (8, 9)]
+    assert [u.rows for u in planned] == [5, 5, 3]
+    assert [read_skipped(u, ["dataset_index"]).column("dataset_index").to_pylist() for u in planned] == \
+        [[2, 4], [6, 7], [8, 9]]
+    assert [i for u in planned for i in read_unit(u, ["dataset_index"]).column("dataset_index").to_pylist()] == sequence
 
 
 @pytest.fixture(scope="module")
@@ -388,6 +395,7 @@ def test_targets_emit_the_selection_order_with_repeats_and_count_every_row(tmp_p
     else:
         got = table.column("dataset_index").to_pylist()
     assert got == sequence
+    assert all(pq.read_metadata(f).num_rows for f in out.glob("part-*.parquet"))  # no empty part (verl refuses one)
     assert stats.rows_in == len(sequence) + 3 and stats.rows_out == len(sequence)
     assert dict(stats.dropped) == {"too_easy": 1, "outside_mixture": 1, "not_rolled_out": 1}
     assert stats.counts["rows_repeated"] == 3

@@ -88,7 +88,7 @@ DROP_FIXES = {
     "reference_exact_image": "set audit.drop_train_referenced: false to keep them (see data/references/<name>/pairs.parquet)",
     "reference_near_image": "set audit.drop_train_referenced: false to keep them (see data/references/<name>/pairs.parquet)",
     "reference_near_item": "set audit.drop_train_referenced: false to keep them (see data/references/<name>/pairs.parquet)",
-    "not_rolled_out": "roll out every row of the split (data/curation/<split>.parquet lists n per row), or set curation.pass_rate: null",
+    "not_rolled_out": "roll out every row of the split (data/curation/<split>.parquet lists n per row), or unset curation.pass_rate, order and control",
     "too_easy": "raise curation.pass_rate's upper bound",
     "too_hard": "lower curation.pass_rate's lower bound",
     "outside_control_subset": "widen curation.pass_rate (the control has the band's size)",

@@ -16,7 +16,7 @@ import pyarrow as pa
 from vlprep.engine.batches import SOURCE_ROW, attach, map_rows
 from vlprep.prompting.chat import RenderedChat, marker_messages, render_chats
 from vlprep.io.images import probe, resize_image
-from vlprep.core.metrics import Rejected, StageStats
+from vlprep.core.metrics import Rejected, RowRef, StageStats
 from vlprep.core import paths
 from vlprep.core.params import ModelParams, ParamsError, TargetParams
 from vlprep.engine.parts import ParquetParts, Parted
@@ -25,7 +25,8 @@ from vlprep.curation.rebalance import rebalance_row
 from vlprep.engine.runner import Post, run_stage
 from vlprep.core.failures import InputError
 from vlprep.curation.selection import Selection, load_order, load_selection
-from vlprep.io.sources import ArrowBatch, ArrowRows, hf_dataset_files, plan_arrow_rows, plan_arrow_units, read_unit
+from vlprep.io.sources import (ArrowBatch, ArrowRows, hf_dataset_files, plan_arrow_rows, plan_arrow_units,
+                               read_skipped, read_unit)
 from vlprep.prompting.profiles import ModelProfile, PreResize, get_profile
 from vlprep.prompting.tokens import ImageShapeError, check_budget, load_tokenizer
 
@@ -246,11 +247,18 @@ class TrainerTarget:
         `selection` is the path of the split's selection file: loaded once per process (workers inherit
         the parent's copy), never pickled with each unit."""
         positions = unit.positions if isinstance(unit, ArrowRows) else None
+        selected = load_selection(selection) if selection else None
         table, stats = self.convert_batch(read_unit(unit), cfg, split, unit.source, unit.first_row, complete=False,
-                                          selection=load_selection(selection) if selection else None,
-                                          positions=positions)
-        if positions is not None and unit.repeats:
-            stats.counts["rows_repeated"] += unit.repeats  # reads of a row beyond its first (mixture.upsample)
+                                          selection=selected, positions=positions)
+        if positions is not None:
+            if unit.repeats:
+                stats.counts["rows_repeated"] += unit.repeats  # reads of a row beyond its first (mixture.upsample)
+            if unit.skipped:  # rows the selection leaves out: counted and named, their images never read
+                rejected = selected.rejected_rows(unit.skipped)
+                ids = read_skipped(unit, ["dataset_name", "dataset_index"]).to_pylist()
+                for position, row in zip(unit.skipped, ids):
+                    stats.rows_in += 1
+                    stats.drop(rejected[position], RowRef.of(unit.source, position, row))
         return table, stats
 
     def attach_unit(self, unit: ArrowBatch | ArrowRows, table: pa.Table) -> pa.Table:
@@ -296,8 +304,9 @@ class TrainerTarget:
 
 def target_units(source: Path, order, selection: str | None) -> list:
     """The units a target reads: the hf_bytes record batches in input order, or, when stage select gave
-    an order (a curriculum, repeated rows), the selected rows in that order followed by the rows left
-    out (read only to be counted and listed with their reason), in units of the batches' size."""
+    an order (a curriculum, repeated rows), the selected rows in that order, in units of the batches'
+    size, the rows left out spread over them (only counted and listed with their reason): so no unit,
+    and no output part, is made of left-out rows alone (verl refuses an empty parquet file)."""
     units = plan_arrow_units(hf_dataset_files(source))
     if order is None:
         return units
@@ -310,4 +319,4 @@ def target_units(source: Path, order, selection: str | None) -> list:
     if overlap or not covered.all() or (len(order) and order.max() >= total):
         raise InputError(f"{source}: the selection's order and left-out rows do not cover its {total} rows once: "
                          "rerun stage select (dvc repro)")
-    return plan_arrow_rows(units, np.concatenate([order, left_out]), max((u.rows for u in units), default=1))
+    return plan_arrow_rows(units, order, max((u.rows for u in units), default=1), skipped=left_out)
