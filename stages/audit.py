@@ -31,7 +31,7 @@ def main() -> None:
         print("audit: no test split (inputs.test absent): train is checked for duplicates within itself only",
               file=sys.stderr)
     units = [plan_arrow_units(hf_dataset_files(args.hf_bytes / s)) if s in splits else [] for s in ("train", "test")]
-    run = AuditRun(p, p.num_proc)
+    run = AuditRun(p.matching(), p.num_proc)  # the references are the reference stages' (stages/audit_reference.py)
     # Each train block's pairs and flagged rows are written as it ends; published atomically, and zero
     # rows is a valid result here (nothing contaminated), unlike writers.write_parquet.
     # Row groups of a fixed size, whatever the blocks' sizes: the bytes do not depend on index_rows.

@@ -166,3 +166,41 @@ def test_verl_loads_the_image_zoo_with_the_token_counts_in_the_data(padded_zoo, 
                       padded_zoo / "data/verl/train"], trainer_env, timeout=1800)
     print(output)
     assert rc == 0 and "verl check OK:" in output and "13 rows checked" in output, output[-OUTPUT_TAIL:]
+
+
+@pytest.fixture(scope="session")
+def curated_outputs(repro_repo, tmp_path_factory):
+    """The sample's train split curated from synthetic rollouts (tests/test_curation.py): a pass-rate band in
+    easy-to-hard order, then an up-sampled mixture (repeated rows), written in several parts."""
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from conftest import run as run_cmd, set_params
+    from test_curation import synthetic_rollouts
+
+    work = tmp_path_factory.mktemp("curated") / "project"
+    shutil.copytree(repro_repo, work, symlinks=True)
+    synthetic_rollouts(work)
+    set_params(work, **{"curation.rollouts": {"train": "rollouts/train.jsonl"}, "curation.pass_rate": [0.125, 0.875],
+                        "curation.order": "easy_to_hard", "mixture.weights": {"sample_train_a": 1, "sample_train_b": 2},
+                        "mixture.rows": 90, "mixture.upsample": True, "verl.part_rows": 32})
+    run_cmd(["dvc", "repro", "verl@train"], work)
+    info = pq.read_table(work / "data/verl/train").column("extra_info").to_pylist()
+    rates = {r["row"]: r["pass_rate"] for r in pq.read_table(work / "data/curation/train.parquet").to_pylist()}
+    got = [rates[e["index"]] for e in info]
+    assert len(info) == 90 and got == sorted(got, reverse=True) and len({e["index"] for e in info}) < 90
+    assert len(list((work / "data/verl/train").glob("part-*.parquet"))) > 1
+    (work / "order.json").write_text(json.dumps([e["index"] for e in info]))
+    return work
+
+
+def test_verl_loads_a_curated_ordered_split_in_its_order(curated_outputs, trainer_py, trainer_env, tiny_qwen_dir):
+    """verl's own dataset and dataloader (data.shuffle=False) over the parts in order yield the rows in the
+    curriculum's order, repeats included, and roll every row out."""
+    rc, output = run([trainer_py, COMPAT / "check_verl.py", "--processor-dir", tiny_qwen_dir, "--expect-order",
+                      curated_outputs / "order.json", curated_outputs / "data/verl/train"], trainer_env, timeout=1800)
+    print(output)
+    assert rc == 0 and "verl check OK:" in output, output[-OUTPUT_TAIL:]

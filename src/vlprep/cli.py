@@ -20,7 +20,8 @@ def stage_lines() -> list[str]:
 
     lines = []
     for stage in stages():
-        var = "" if not stage.foreach else "<product>" if "products" in stage.foreach else "<split>"
+        var = ("" if not stage.foreach else "<product>" if "products" in stage.foreach else
+               "<name>" if "references" in stage.foreach else "<split>")
         lines += textwrap.wrap(f"{stage.name + ('@' + var if var else ''):<18} {stage.comment}", 100,
                                initial_indent="  ", subsequent_indent=" " * 21)
         outs = [o.replace("${key}", var).replace("${item}", var) for o in stage.outs + stage.metrics
@@ -102,17 +103,25 @@ def trainer_paths(root: Path) -> dict[str, Path]:
 
 
 def stale_outputs(root: Path) -> list[Path]:
-    """Files of targets and splits the params no longer build (left behind: DVC does not remove them)."""
+    """Files of targets and splits the params no longer build (left behind: DVC does not remove them), and
+    of curation and reference stages the params no longer have."""
     from vlprep.core import paths
+    from vlprep.core.params import load_section
     from vlprep.core.targets import TARGETS
 
     targets = built(root)
+    targets["curation"] = list(load_section("curation", root / "params.yaml").rollouts)
+    references = list(load_section("audit", root / "params.yaml").references)
     stale = []
-    for target in TARGETS:
-        for where in (paths.DATA / target, paths.REJECTS / target, paths.METRICS / target, paths.PLOTS / target):
+    for target, outputs in [*((t, (paths.DATA / t, paths.REJECTS / t, paths.METRICS / t, paths.PLOTS / t))
+                                for t in TARGETS),
+                            ("curation", (paths.CURATION_DIR, paths.METRICS / "curation", paths.PLOTS / "curation")),
+                            ("references", (paths.REFERENCES_DIR, paths.METRICS / "references"))]:
+        wanted = references if target == "references" else targets[target]
+        for where in outputs:
             for p in sorted((root / where).glob("[!.]*")):  # not DVC's .gitignore
-                split = p.name.removesuffix(".parquet").removesuffix(".json")
-                if split not in targets[target]:
+                split = p.name.removesuffix(".parquet").removesuffix(".problems").removesuffix(".json")
+                if split not in wanted:
                     stale.append(p)
     return stale
 

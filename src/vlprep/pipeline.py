@@ -22,7 +22,18 @@ HEADER = """\
 # The audit's keys but the one stage select reads: switching drop_train_contaminated reruns no audit.
 AUDIT_KEYS = [f"audit.{k}" for k in AuditParams.model_fields if k != "drop_train_contaminated"]
 TARGET_SECTIONS = list(TARGETS)
-SELECTION = ["subset", "audit.drop_train_contaminated"]
+# What stage select reads (and the cards and exports show): contamination and reference drops, the subset,
+# curation's band, control and order (over the splits with rollouts), the mixture.
+CURATION_SELECT = ["curation.rollouts", "curation.pass_rate", "curation.order", "curation.control", "curation.seed"]
+SELECTION = ["subset", "audit.drop_train_contaminated", "audit.drop_train_referenced", "audit.references",
+             *CURATION_SELECT, "mixture"]
+# What scoring rollouts reads: the reward's kwargs and pass score, and verl's option permutation (the options
+# as the model saw them).
+CURATION_SCORE = ["curation.format_weight", "curation.require_format", "curation.pass_score", "verl.rebalance",
+                  "verl.rebalance_seed"]
+# What converting a benchmark reads of hf_bytes: the image checks and pre-flight (not which rows or images it keeps).
+REFERENCE_HF_BYTES = ["hf_bytes.max_image_pixels", "hf_bytes.image_root", "hf_bytes.high_bit_depth_window",
+                      "hf_bytes.background", "hf_bytes.blank_image"]
 
 
 @dataclass
@@ -57,16 +68,35 @@ def stages() -> list[Stage]:
               "python stages/audit.py data/hf_bytes data/audit", ["stages/audit.py"], deps=["data/hf_bytes"],
               params=["inputs", *AUDIT_KEYS], outs=["data/audit"], metrics=["metrics/audit/contamination.json"],
               plots=["plots/audit"]),  # per kind, pairs by similarity; near_image_candidates: every checked one
-        Stage("select", "The rows every target leaves out, per split: contaminated train rows (with "
-              "audit.drop_train_contaminated), rows outside the seeded subset. No data is copied.",
+        Stage("reference", "A benchmark train is matched against (audit.references, none by default): "
+              "pairs and flagged train rows per reference (docs/curation.md).",
+              "python stages/audit_reference.py ${key} data/references/${key}", ["stages/audit_reference.py"],
+              deps=["${item.data}", "data/hf_bytes/train"],
+              params=["audit.references.${key}", *AUDIT_KEYS, *REFERENCE_HF_BYTES],
+              outs=["data/references/${key}"], metrics=["metrics/references/${key}.json"],
+              foreach="${audit.references}"),
+        Stage("curation", "Pass rates of a split's rows from a rollouts file (curation.rollouts, none by "
+              "default), scored with the shipped reward (docs/curation.md).",
+              "python stages/curation.py ${key} ${item}", ["stages/curation.py"],
+              deps=["${item}", "data/hf_bytes/${key}"], params=["curation.rollouts.${key}", *CURATION_SCORE],
+              outs=["data/curation/${key}.parquet", "data/curation/${key}.problems.parquet"],
+              metrics=["metrics/curation/${key}.json"], plots=["plots/curation/${key}"],
+              foreach="${curation.rollouts}"),
+        # data/curation and data/references always exist (a committed .gitignore): select depends on them
+        # whether or not a curation or reference stage exists.
+        Stage("select", "The rows every target leaves out, per split, and the order it emits them in: "
+              "contaminated train rows (audit.drop_train_contaminated, drop_train_referenced), rows outside "
+              "the seeded subset, the curation band and order, the mixture. No data is copied.",
               "python stages/select_rows.py --flagged data/audit/flagged_train_rows.parquet data/hf_bytes data/select",
-              ["stages/select_rows.py"], deps=["data/hf_bytes", "data/audit/flagged_train_rows.parquet"],
+              ["stages/select_rows.py"],
+              deps=["data/hf_bytes", "data/audit/flagged_train_rows.parquet", "data/curation", "data/references"],
               params=["inputs", *SELECTION], outs=["data/select"], metrics=["metrics/select.json"]),
     ]
     targets = [
         Stage(t, f"Target {t}: {TARGETS[t].trainer}. One stage per split in targets.{t}.",
               f"python stages/target.py {t} ${{item}}", ["stages/target.py", f"vlprep.targets.{t}"],
-              deps=["data/hf_bytes/${item}", "data/select/${item}.parquet", "${tokenizer.out}"],
+              deps=["data/hf_bytes/${item}", "data/select/${item}.parquet", "data/select/${item}.order.parquet",
+                    "${tokenizer.out}"],
               params=["model", t], outs=[f"data/{t}/${{item}}", f"data/rejects/{t}/${{item}}.parquet"],
               metrics=[f"metrics/{t}/${{item}}.json"], plots=[f"plots/{t}/${{item}}"], foreach=f"${{targets.{t}}}")
         for t in TARGETS]
@@ -153,6 +183,8 @@ PLOTS = [
     {"answer_letter": {"title": "Correct answer letter, rows per letter (verl, trl)", "template": "bar_horizontal",
                        "x": "rows", "y": {"plots/verl/train/answer_letter.json": "answer_letter",
                                           "plots/trl/train/answer_letter.json": "answer_letter"}}},
+    {"pass_counts": {"title": "Items per pass count, train (curation.rollouts)", "x": "passes",
+                     "y": {"plots/curation/train/pass_counts.json": "items"}}},
 ]
 
 

@@ -36,6 +36,9 @@ reward function receives them; `extra_info` is a dict whose `index` is an int. W
 --image-tokens, also: the <|image_pad|> runs of each row add up to its `extra_info.image_tokens`
 (vlprep's count; exact when params.yaml's model.min_pixels / max_pixels are the processor's).
 
+With --expect-order JSON (a list of extra_info.index), the rows verl's dataloader yields (data.shuffle=False,
+as for a curriculum) must come in exactly that order (repeats included): checked for each file.
+
 Prints one summary line per file; exits 1 on any failure.
 """
 
@@ -230,8 +233,9 @@ def load_file(path, cfg, tokenizer, processor):
     return dataset, raw, failures
 
 
-def check_rows(path, dataset, raw, tokenizer, processor, rollout, batch_size, image_tokens=False):
+def check_rows(path, dataset, raw, tokenizer, processor, rollout, batch_size, image_tokens=False, order=None):
     """Run verl's rollout path over every row of one dataset. Returns (rows_checked, failures).
+    `order`, a list, receives each row's verl index in the order the dataloader yields them.
 
     rollout is (AgentLoopWorker, FakeLLMServer, FakeRewardWorker); image_tokens: also compare the pad
     runs with extra_info.image_tokens."""
@@ -264,6 +268,8 @@ def check_rows(path, dataset, raw, tokenizer, processor, rollout, batch_size, im
 
         # Dataset side: what RLHFDataset.__getitem__ produced for each row.
         nt = gen_batch.non_tensor_batch
+        if order is not None:
+            order += [int(i) for i in nt["index"]]
         n_images_of = []
         for j in range(len(gen_batch)):
             row = base + j
@@ -376,6 +382,7 @@ def main(argv=None):
     ap.add_argument("--response-length", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--image-tokens", action="store_true", help="pad runs must add up to extra_info.image_tokens")
+    ap.add_argument("--expect-order", help="JSON file: the extra_info.index of every row, in the order verl must yield them")
     ap.add_argument("files", nargs="+")
     args = ap.parse_args(argv)
 
@@ -423,13 +430,22 @@ def main(argv=None):
         t0 = time.monotonic()
         dataset, raw, failures = loaded[path]
         checked = 0
+        order = []
         if dataset is not None:
             try:
                 checked, more = check_rows(path, dataset, raw, tokenizer, processor, rollout, args.batch_size,
-                                           args.image_tokens)
+                                           args.image_tokens, order)
                 failures += more
             except Exception:  # noqa: BLE001
                 failures.append(f"{path}: check crashed:\n{traceback.format_exc()}")
+            if args.expect_order:
+                import json
+
+                expected = json.loads(Path(args.expect_order).read_text())
+                if order != expected:
+                    first = next((k for k, (a, b) in enumerate(zip(order, expected)) if a != b), min(len(order), len(expected)))
+                    failures.append(f"{path}: verl yields the rows in another order than expected (first difference at "
+                                    f"position {first} of {len(order)} / {len(expected)})")
         seconds[path] += time.monotonic() - t0
         status = "OK" if not failures else f"FAIL ({len(failures)} problems)"
         print(f"verl check {status}: {path}: {checked} rows checked in {seconds[path]:.1f}s")

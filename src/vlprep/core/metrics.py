@@ -58,6 +58,18 @@ DROP_REASONS = {
     "contaminated_near_image": "train row with a near copy of a test row's image (hash candidate, confirmed on thumbnails; audit), with audit.drop_train_contaminated",
     "contaminated_near_item": "train row repeating a test item: the same or a near image and a near question, options and answer agreeing where both rows have them (audit), with audit.drop_train_contaminated",
     "outside_subset": "not among the subset.rows rows the seeded subset selected",
+    # benchmark references (stage reference@<name>, applied by select with audit.drop_train_referenced)
+    "reference_exact_image": "train row sharing an image's exact bytes with a row of a reference (audit.references), with audit.drop_train_referenced",
+    "reference_near_image": "train row with a near-duplicate image of a reference row, with audit.drop_train_referenced",
+    "reference_near_item": "train row whose question and options nearly repeat a reference row's, with audit.drop_train_referenced",
+    # curation from rollouts (stage select, after the subset; docs/curation.md)
+    "not_rolled_out": "no rollout for the row in curation.rollouts, with a pass-rate band, order or control set",
+    "too_easy": "pass rate above curation.pass_rate's upper bound",
+    "too_hard": "pass rate below curation.pass_rate's lower bound",
+    "outside_control_subset": "not among the rows the random control (curation.control) drew in the band's number",
+    # weighted mixtures (stage select, last)
+    "not_in_mixture": "dataset_name not listed in mixture.weights",
+    "outside_mixture": "not among the rows the seeded mixture drew for its source's share",
 }
 
 
@@ -75,6 +87,15 @@ DROP_FIXES = {
     "contaminated_exact_image": "set audit.drop_train_contaminated: false to keep them (see data/audit/pairs.parquet)",
     "contaminated_near_image": "set audit.drop_train_contaminated: false to keep them (see data/audit/pairs.parquet)",
     "contaminated_near_item": "set audit.drop_train_contaminated: false to keep them (see data/audit/pairs.parquet)",
+    "reference_exact_image": "set audit.drop_train_referenced: false to keep them (see data/references/<name>/pairs.parquet)",
+    "reference_near_image": "set audit.drop_train_referenced: false to keep them (see data/references/<name>/pairs.parquet)",
+    "reference_near_item": "set audit.drop_train_referenced: false to keep them (see data/references/<name>/pairs.parquet)",
+    "not_rolled_out": "roll out every row of the split (data/curation/<split>.parquet lists n per row), or unset curation.pass_rate, order and control",
+    "too_easy": "raise curation.pass_rate's upper bound",
+    "too_hard": "lower curation.pass_rate's lower bound",
+    "outside_control_subset": "widen curation.pass_rate (the control has the band's size)",
+    "not_in_mixture": "add the rows' dataset_name to mixture.weights",
+    "outside_mixture": "raise or null mixture.rows, or set mixture.upsample: true",
 }
 
 

@@ -282,6 +282,64 @@ class AuditParams(Section):
     drop_train_contaminated: bool
 
 
+class ReferenceParams(Section):
+    """One benchmark the audit matches train against (audit.references.<name>; docs/curation.md): files read
+    like inputs.<split> in list form, and the file or directory DVC tracks for them (like input_data)."""
+
+    data: str  # the file or directory holding every entry's files and images: the stage's DVC dependency
+    entries: Annotated[list[InputEntry], Field(min_length=1)]
+
+
+class AuditSection(AuditParams):
+    """The whole `audit` section: the audit's own keys (AuditParams, what the `audit` stage and AuditRun
+    read) plus the benchmark references, read by the reference stages and select only."""
+
+    references: dict[SplitName, ReferenceParams]  # name -> benchmark; {} = none (no reference stage exists)
+    # select leaves out the train rows matching a reference row (reference_<kind>), like drop_train_contaminated
+    drop_train_referenced: bool
+
+    def matching(self) -> AuditParams:
+        """The keys AuditRun reads (its metrics list them), without the references."""
+        return AuditParams.model_validate(self.model_dump(include=set(AuditParams.model_fields)))
+
+
+class CurationParams(Section):
+    """Curation from rollouts (stages curation@<split> and select; docs/curation.md)."""
+
+    # split -> a rollouts file (JSONL or parquet: `index`, `response` and/or `score`, optional `sample`,
+    # `dataset_name`, `dataset_index`) of that split's verl rows; {} = off (no curation stage exists)
+    rollouts: dict[SplitName, str]
+    # reward kwargs compute_score is called with (as in training), and the score at which a response passes
+    format_weight: Annotated[float, Field(ge=0, le=1)]
+    require_format: bool
+    pass_score: Annotated[float, Field(ge=0, le=1)]
+    # keep the items whose pass rate is within [lo, hi] (inclusive); null = no band
+    pass_rate: Annotated[list[Annotated[float, Field(ge=0, le=1)]], Field(min_length=2, max_length=2)] | None
+    order: Literal["none", "easy_to_hard", "hard_to_easy"]
+    control: bool  # true: keep as many rows as the band, drawn at random (seeded) from the rolled-out ones
+    seed: int  # the control draw and the order's tie-break
+
+    @model_validator(mode="after")
+    def _band_ordered(self):
+        if self.pass_rate is not None and self.pass_rate[0] > self.pass_rate[1]:
+            raise ValueError(f"pass_rate: low {self.pass_rate[0]} must not be above high {self.pass_rate[1]}")
+        if self.control and self.pass_rate is None:
+            raise ValueError("control: true needs a pass_rate band (the control has the band's size)")
+        return self
+
+
+class MixtureParams(Section):
+    """Weighted mixture of dataset_name sources (stage select; docs/curation.md)."""
+
+    weights: dict[str, Annotated[float, Field(gt=0)]]  # dataset_name -> weight; {} = off; unlisted sources are left out
+    # total rows; null = the most rows the weights allow without repeating a row ("all of the smallest").
+    # Not called `size` (see SubsetParams.rows).
+    rows: PositiveInt | None
+    upsample: bool  # allow repeating a source's rows to reach its share (else a share above its rows is an error)
+    seed: int
+    splits: list[str]
+
+
 class SubsetParams(Section):
     """A seeded subset of rows the targets are built from (stage select; README, "Seeded subsets")."""
 
@@ -327,7 +385,9 @@ SECTIONS: dict[str, type[Section]] = {
     "llamafactory": LlamaFactoryParams,
     "swift": SwiftParams,
     "swift_grpo": SwiftGrpoParams,
-    "audit": AuditParams,
+    "audit": AuditSection,
+    "curation": CurationParams,
+    "mixture": MixtureParams,
     "subset": SubsetParams,
     "card": CardParams,
     "preview": PreviewParams,

@@ -29,6 +29,27 @@ def selection_file(split: str) -> Path:
     return DATA / "select" / f"{split}.parquet"
 
 
+def order_file(split: str) -> Path:
+    """The order in which the targets emit a split's selected rows (a row may come more than once); empty:
+    input order, each row once (stage select)."""
+    return DATA / "select" / f"{split}.order.parquet"
+
+
+def curation_file(split: str) -> Path:
+    """Per hf_bytes row of a split: rollouts, passes and pass rate (stage curation@<split>)."""
+    return CURATION_DIR / f"{split}.parquet"
+
+
+def curation_problems_file(split: str) -> Path:
+    """The rollouts curation@<split> did not count (unknown index, duplicate sample, identity mismatch)."""
+    return CURATION_DIR / f"{split}.problems.parquet"
+
+
+def reference_dir(name: str) -> Path:
+    """Stage reference@<name>: train matched against benchmark `name` (pairs, flagged train rows, rejects)."""
+    return REFERENCES_DIR / name
+
+
 def rejects_file(stage: str, split: str) -> Path:
     return REJECTS / stage / f"{split}.parquet"
 
@@ -45,6 +66,10 @@ AUDIT_DIR = DATA / "audit"
 AUDIT_METRICS = METRICS / "audit" / "contamination.json"
 SELECT_DIR = DATA / "select"
 SELECT_METRICS = METRICS / "select.json"
+# Always present (a committed .gitignore), so that stage select can depend on them when no curation or
+# reference stage exists; the stages write their files inside.
+CURATION_DIR = DATA / "curation"
+REFERENCES_DIR = DATA / "references"
 CARDS_STAGE_OUT = DATA / "cards"
 PREVIEW_PAGE = DATA / "preview" / "index.html"
 SUMMARY = Path("summary.json")  # outside metrics/: the products depend on all of metrics/

@@ -15,7 +15,8 @@ SOURCE_ROW = "__source_row"
 
 
 def map_rows(rows: list[dict], row_fn: RowFn, schema: pa.Schema, where: str, first_row: int,
-             source: pa.Table | None = None, passthrough: tuple[str, ...] = ()) -> tuple[pa.Table, StageStats]:
+             source: pa.Table | None = None, passthrough: tuple[str, ...] = (),
+             positions: tuple[int, ...] | None = None) -> tuple[pa.Table, StageStats]:
     """Apply row_fn(row, row_index, stats) to every row of a batch; a pure function of its inputs,
     so the executor can run it in any process (or Ray's map_batches) with the same result.
 
@@ -25,19 +26,23 @@ def map_rows(rows: list[dict], row_fn: RowFn, schema: pa.Schema, where: str, fir
     Columns named in `passthrough` are not built from row_fn's dicts (the caller promises row_fn leaves
     them as they came) but taken from `source`, the batch `rows` came from, as Arrow buffers: image
     bytes then never round-trip through Python objects. Without `source` the result is a partial batch
-    (those columns left out, SOURCE_ROW added) for `attach` to complete, in another process if need be."""
+    (those columns left out, SOURCE_ROW added) for `attach` to complete, in another process if need be.
+
+    A row's index is first_row + its place in the batch, or, with `positions`, positions[place] (rows
+    taken out of input order, io.sources.ArrowRows)."""
     stats = StageStats()
     out, kept = [], []
     for i, row in enumerate(rows):
         stats.rows_in += 1
+        index = first_row + i if positions is None else positions[i]
         try:
-            out.append(row_fn(row, first_row + i, stats))
+            out.append(row_fn(row, index, stats))
             kept.append(i)
             stats.rows_out += 1
         except Rejected as e:
-            stats.drop(e, RowRef.of(where, first_row + i, row))
+            stats.drop(e, RowRef.of(where, index, row))
         except Exception as e:
-            raise RuntimeError(f"{where} row {first_row + i}: {type(e).__name__}: {e}") from e
+            raise RuntimeError(f"{where} row {index}: {type(e).__name__}: {e}") from e
     if not passthrough:
         return pa.Table.from_pylist(out, schema=schema), stats
     built = pa.Table.from_pylist(out, schema=pa.schema([f for f in schema if f.name not in passthrough]))

@@ -17,7 +17,7 @@ from vlprep.core.metrics import StageStats, plot_files, what_to_do, write_json
 from vlprep.engine.progress import with_progress
 from vlprep.core.schema import REJECTS_SCHEMA
 from vlprep.core.failures import InputError
-from vlprep.io.sources import Unit
+from vlprep.io.sources import Unit, unit_paths
 from vlprep.core.params import EngineParams
 from vlprep.engine.parts import Observer, Parted, PartInfo, PartResult, plan_parts, write_stream
 from vlprep.engine.ray_engine import run_parts_on_ray
@@ -134,7 +134,7 @@ def _stamp(path: str) -> tuple | None:
 def unchanged_inputs(tables: Iterator[pa.Table], units: list[Unit]) -> Iterator[pa.Table]:
     """Pass the tables through; once all are read (before anything is published), stop the stage if an
     input file was removed or rewritten meanwhile: the output would mix two versions of the data."""
-    stamps = {path: _stamp(path) for path in sorted({u.path for u in units})}
+    stamps = {path: _stamp(path) for path in sorted({p for u in units for p in unit_paths(u)})}
     yield from tables
     for path, stamp in stamps.items():
         now = _stamp(path)

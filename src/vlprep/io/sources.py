@@ -122,7 +122,97 @@ class ArrowBatch:
         return str(Path(self.path).parent)  # the dataset directory, in which first_row counts
 
 
-Unit = RowGroup | ArrowBatch | TextChunk
+@dataclass(frozen=True)
+class ArrowRows:
+    """Rows of a saved dataset (hf_bytes) taken by position in a given order, a row possibly more than once:
+    what the targets read when stage select orders or repeats the rows (a curriculum, an up-sampled
+    mixture). Its rows come from whichever record batches hold them, each memory-mapped as ArrowBatch is.
+
+    `skipped` are rows the selection leaves out, spread over the units so that every unit (and so every
+    output part) holds selected rows: they are only counted and named, their small columns read
+    (read_skipped), never their images."""
+
+    batches: tuple[ArrowBatch, ...]  # the record batches its rows (and skipped rows) come from
+    take: tuple[tuple[int, int], ...]  # per row: (which of `batches`, row within that batch)
+    positions: tuple[int, ...]  # per row: its position in the whole dataset (its stable id)
+    repeats: int = 0  # rows that repeat one read earlier in the order (an up-sampled copy)
+    skipped: tuple[int, ...] = ()  # positions of rows left out
+    skipped_take: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def rows(self) -> int:  # input rows: read and skipped (progress, part sizes)
+        return len(self.positions) + len(self.skipped)
+
+    @property
+    def first_row(self) -> int:  # (for messages)
+        return self.positions[0] if self.positions else 0
+
+    @property
+    def path(self) -> str:
+        return self.batches[0].path if self.batches else ""
+
+    @property
+    def source(self) -> str:
+        return self.batches[0].source if self.batches else ""
+
+
+Unit = RowGroup | ArrowBatch | TextChunk | ArrowRows
+
+
+def unit_paths(unit: Unit) -> tuple[str, ...]:
+    """The files a unit reads."""
+    return tuple(dict.fromkeys(b.path for b in unit.batches)) if isinstance(unit, ArrowRows) else (unit.path,)
+
+
+def plan_arrow_rows(units: list[ArrowBatch], sequence, rows_per_unit: int, skipped=()) -> list[ArrowRows]:
+    """Units reading the dataset's rows in the order `sequence` gives (positions in the dataset, a row
+    possibly more than once), `rows_per_unit` rows each; the `skipped` positions (sorted) are spread over
+    them in consecutive runs, as evenly as the units' count allows."""
+    import numpy as np
+
+    sequence = np.asarray(sequence, dtype=np.int64)
+    skipped = np.asarray(skipped, dtype=np.int64)
+    starts = np.array([u.first_row for u in units], dtype=np.int64)
+    total = int(starts[-1] + units[-1].rows) if units else 0
+    for rows in (sequence, skipped):
+        if len(rows) and (rows.min() < 0 or rows.max() >= total):
+            raise InputError(f"a row order names rows outside the dataset's 0..{total - 1}: rerun stage select")
+    which = np.searchsorted(starts, sequence, side="right") - 1
+    skipped_which = np.searchsorted(starts, skipped, side="right") - 1
+    seen = np.zeros(total, dtype=bool)
+    count = -(-len(sequence) // rows_per_unit)
+    out = []
+    for j, lo in enumerate(range(0, len(sequence), rows_per_unit)):
+        rows, batch = sequence[lo:lo + rows_per_unit].tolist(), which[lo:lo + rows_per_unit].tolist()
+        a, b = j * len(skipped) // count, (j + 1) * len(skipped) // count
+        skip, skip_batch = skipped[a:b].tolist(), skipped_which[a:b].tolist()
+        used = list(dict.fromkeys(batch + skip_batch))
+        slot = {k: i for i, k in enumerate(used)}
+        repeats = 0
+        for r in rows:
+            repeats += bool(seen[r])
+            seen[r] = True
+        out.append(ArrowRows(tuple(units[k] for k in used),
+                             tuple((slot[k], r - units[k].first_row) for k, r in zip(batch, rows)),
+                             tuple(rows), repeats, tuple(skip),
+                             tuple((slot[k], r - units[k].first_row) for k, r in zip(skip_batch, skip))))
+    return out
+
+
+def read_skipped(unit: ArrowRows, columns: list[str]) -> pa.Table:
+    """The given columns of an ArrowRows unit's skipped rows, in order."""
+    return _take(unit, unit.skipped_take, columns)
+
+
+def _take(unit: ArrowRows, take, columns: list[str] | None) -> pa.Table:
+    # Each batch memory-mapped (no copy); only the rows taken are copied, in the unit's order.
+    tables = [read_unit(b, columns) for b in unit.batches]
+    offsets, first = [], 0
+    for t in tables:
+        offsets.append(first)
+        first += t.num_rows
+    return pa.concat_tables(tables).take(pa.array([offsets[b] + r for b, r in take], pa.int64()))
+
 
 # Rows per text unit: text rows are small, but each names its images, read in the same unit.
 TEXT_ROWS_PER_UNIT = 256
@@ -204,6 +294,8 @@ def split_files(path: Path) -> list[Path]:
 
 
 def read_unit(unit: Unit, columns: list[str] | None = None) -> pa.Table:
+    if isinstance(unit, ArrowRows):  # its rows in order (not the skipped ones: read_skipped)
+        return _take(unit, unit.take, columns)
     try:
         if isinstance(unit, ArrowBatch):
             # Memory-mapped, one map per unit: the batch's buffers are the page cache's pages, not a copy,

@@ -41,7 +41,16 @@ def built_by(product: str) -> dict:
         out["model"] = load_section("model").model_dump(include=set(HF_BYTES_MODEL_KEYS))
     else:
         out["subset"] = keep("subset")
-        out["audit"] = {"drop_train_contaminated": load_section("audit").drop_train_contaminated}
+        audit = load_section("audit")
+        out["audit"] = {"drop_train_contaminated": audit.drop_train_contaminated}
+        if audit.references:  # the selection's other steps are shown only when they act (docs/curation.md)
+            out["audit"] |= {"references": sorted(audit.references), "drop_train_referenced": audit.drop_train_referenced}
+        curation = load_section("curation")
+        if curation.rollouts:
+            out["curation"] = curation.model_dump(include={"rollouts", "pass_rate", "order", "control", "seed"})
+        mixture = load_section("mixture")
+        if mixture.weights:
+            out["mixture"] = mixture.model_dump()
         out["model"] = keep("model")
         out[product] = keep(product)
     return out

@@ -10,20 +10,23 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 
 from vlprep.engine.batches import SOURCE_ROW, attach, map_rows
 from vlprep.prompting.chat import RenderedChat, marker_messages, render_chats
 from vlprep.io.images import probe, resize_image
-from vlprep.core.metrics import Rejected, StageStats
+from vlprep.core.metrics import Rejected, RowRef, StageStats
 from vlprep.core import paths
 from vlprep.core.params import ModelParams, ParamsError, TargetParams
 from vlprep.engine.parts import ParquetParts, Parted
 from vlprep.prompting.prompts import final_answer, reject_reserved_markers, verl_prompt_content
 from vlprep.curation.rebalance import rebalance_row
 from vlprep.engine.runner import Post, run_stage
-from vlprep.curation.selection import Selection, load_selection
-from vlprep.io.sources import ArrowBatch, hf_dataset_files, plan_arrow_units, read_unit
+from vlprep.core.failures import InputError
+from vlprep.curation.selection import Selection, load_order, load_selection
+from vlprep.io.sources import (ArrowBatch, ArrowRows, hf_dataset_files, plan_arrow_rows, plan_arrow_units,
+                               read_skipped, read_unit)
 from vlprep.prompting.profiles import ImageShapeError, ModelProfile, PreResize, get_profile
 from vlprep.prompting.tokens import check_budget, load_tokenizer
 
@@ -180,25 +183,33 @@ class TrainerTarget:
 
     def convert_batch(self, batch: pa.Table, cfg: Config, split: str, where: str = "batch",
                       first_row: int = 0, complete: bool = True,
-                      selection: Selection | None = None) -> tuple[pa.Table, StageStats]:
+                      selection: Selection | None = None,
+                      positions: tuple[int, ...] | None = None) -> tuple[pa.Table, StageStats]:
         """The pure batch function: hf_bytes rows in, output table and drop counts out. complete=False
-        leaves the pass-through columns out (a partial batch, see map_rows) for `attach_unit`.
+        leaves the pass-through columns out (a partial batch, see map_rows) for `attach_unit`. A row's
+        index (its position in the hf_bytes split) is first_row + its place, or positions[place] for rows
+        read in a selection's order (io.sources.ArrowRows; a repeated row is converted once per copy, the
+        same way each time).
 
         Before anything is rendered: rows the selection leaves out (stage select) are dropped with its
         reason, and, for the train split with `rebalance: permute`, options are permuted (rebalance.py),
         so the chat, the prompt and every row function see the permuted row."""
         params = cfg.params
         rows = batch.to_pylist()
-        left_out = selection.rejected(first_row, len(rows)) if selection is not None else {}
+        index = list(range(first_row, first_row + len(rows))) if positions is None else list(positions)
+        if selection is None:
+            left_out = {}
+        else:
+            left_out = selection.rejected(first_row, len(rows)) if positions is None else selection.rejected_rows(index)
         rebalance = params.rebalance == "permute" and split == "train"
         prepared: list[dict | None] = []
         outcome: list[str | None] = []
         for i, row in enumerate(rows):
-            if first_row + i in left_out:
+            if index[i] in left_out:
                 prepared.append(None)
                 outcome.append(None)
             elif rebalance and row["options"] is not None:  # open/yes-no questions have no options
-                row, what = rebalance_row(row, first_row + i, params.rebalance_seed, self.with_response)
+                row, what = rebalance_row(row, index[i], params.rebalance_seed, self.with_response)
                 prepared.append(row)
                 outcome.append(what)
             else:
@@ -209,8 +220,10 @@ class TrainerTarget:
                                      response, where, first_row))
         chats = [None if r is None else next(rendered) for r in prepared]
 
+        place = iter(range(len(rows)))  # map_rows calls row_fn once per row, in order
+
         def row_fn(row: dict, index: int, stats: StageStats) -> dict:
-            i = index - first_row
+            i = next(place)
             if prepared[i] is None:
                 raise left_out[index]
             if outcome[i]:
@@ -225,18 +238,30 @@ class TrainerTarget:
             return out
 
         return map_rows(rows, row_fn, self.schema, where, first_row, source=batch if complete else None,
-                        passthrough=self.passthrough(params))
+                        passthrough=self.passthrough(params), positions=positions)
 
-    def convert_unit(self, unit: ArrowBatch, cfg: Config, split: str,
+    def convert_unit(self, unit: ArrowBatch | ArrowRows, cfg: Config, split: str,
                      selection: str | None = None) -> tuple[pa.Table, StageStats]:
         """The executor's unit function: a partial batch, so that with num_proc > 1 a worker hands back
         only the small columns and the image bytes go from the input file to the writer in one copy.
         `selection` is the path of the split's selection file: loaded once per process (workers inherit
         the parent's copy), never pickled with each unit."""
-        return self.convert_batch(read_unit(unit), cfg, split, unit.source, unit.first_row, complete=False,
-                                  selection=load_selection(selection) if selection else None)
+        positions = unit.positions if isinstance(unit, ArrowRows) else None
+        selected = load_selection(selection) if selection else None
+        table, stats = self.convert_batch(read_unit(unit), cfg, split, unit.source, unit.first_row, complete=False,
+                                          selection=selected, positions=positions)
+        if positions is not None:
+            if unit.repeats:
+                stats.counts["rows_repeated"] += unit.repeats  # reads of a row beyond its first (mixture.upsample)
+            if unit.skipped:  # rows the selection leaves out: counted and named, their images never read
+                rejected = selected.rejected_rows(unit.skipped)
+                ids = read_skipped(unit, ["dataset_name", "dataset_index"]).to_pylist()
+                for position, row in zip(unit.skipped, ids):
+                    stats.rows_in += 1
+                    stats.drop(rejected[position], RowRef.of(unit.source, position, row))
+        return table, stats
 
-    def attach_unit(self, unit: ArrowBatch, table: pa.Table) -> pa.Table:
+    def attach_unit(self, unit: ArrowBatch | ArrowRows, table: pa.Table) -> pa.Table:
         """Complete a partial batch with its pass-through columns, read from the unit in this process."""
         if SOURCE_ROW not in table.column_names:
             return table  # complete already (images were resized, so built in the batch)
@@ -259,13 +284,15 @@ class TrainerTarget:
         # Loaded before the workers fork, so each inherits it instead of importing transformers and
         # loading its own (~1.7 s each: the benchmark's tokenizer_load). The selection likewise.
         load_tokenizer(cfg.model.tokenizer)
+        order_path = Path(selection).with_suffix(".order.parquet")  # paths.order_file beside paths.selection_file
         selection = str(selection) if Path(selection).is_file() else None
         if selection is not None:
             load_selection(selection)
+        order = load_order(str(order_path)) if selection is not None else None
         return run_stage(
             self.name,
             split,
-            plan=lambda: plan_arrow_units(hf_dataset_files(source)),
+            plan=lambda: target_units(source, order, selection),
             unit_fn=partial(self.convert_unit, cfg=cfg, split=split, selection=selection),
             write=Parted(output, ParquetParts(self.schema, params.row_group_size), None if post else params.part_rows),
             num_proc=params.num_proc,
@@ -273,3 +300,23 @@ class TrainerTarget:
             post=post,
             engine=params,
         )
+
+
+def target_units(source: Path, order, selection: str | None) -> list:
+    """The units a target reads: the hf_bytes record batches in input order, or, when stage select gave
+    an order (a curriculum, repeated rows), the selected rows in that order, in units of the batches'
+    size, the rows left out spread over them (only counted and listed with their reason): so no unit,
+    and no output part, is made of left-out rows alone (verl refuses an empty parquet file)."""
+    units = plan_arrow_units(hf_dataset_files(source))
+    if order is None:
+        return units
+    left_out = load_selection(selection).rows
+    total = sum(u.rows for u in units)
+    covered = np.zeros(total, dtype=bool)
+    covered[order[(order >= 0) & (order < total)]] = True
+    overlap = bool(covered[left_out[left_out < total]].any())
+    covered[left_out[left_out < total]] = True
+    if overlap or not covered.all() or (len(order) and order.max() >= total):
+        raise InputError(f"{source}: the selection's order and left-out rows do not cover its {total} rows once: "
+                         "rerun stage select (dvc repro)")
+    return plan_arrow_rows(units, order, max((u.rows for u in units), default=1), skipped=left_out)
