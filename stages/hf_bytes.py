@@ -8,7 +8,8 @@ from pathlib import Path
 
 from vlprep.products.card import HF_BYTES_WHAT, StageDrops, card_text, description_text, loading_hf_bytes
 from vlprep.ingest.mapping import compile_inputs, containment_warnings, plan_inputs
-from vlprep.core.params import SCHEDULING_KEYS, load_input, load_input_data, load_section
+from vlprep.core.params import load_input, load_input_data, load_section
+from vlprep.core.sections import SCHEDULING_KEYS
 from vlprep.core.failures import stage_main
 from vlprep.engine.runner import run_stage
 from vlprep.engine.parts import ArrowParts, Parted, finish_hf_dataset

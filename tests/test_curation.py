@@ -16,7 +16,8 @@ import yaml
 
 from conftest import REPO, stage_argv
 from vlprep.core.failures import InputError
-from vlprep.core.params import CurationParams, MixtureParams, ParamsError, load_section, validate
+from vlprep.core.params import ParamsError, validate
+from vlprep.core.sections import CurationParams, MixtureParams
 from vlprep.core.schema import HF_BYTES_FEATURES, HF_BYTES_SCHEMA
 from vlprep.curation.rebalance import rebalance_row
 from vlprep.curation.rollouts import (
@@ -404,7 +405,6 @@ def test_targets_emit_the_selection_order_with_repeats_and_count_every_row(tmp_p
 
 
 def test_targets_output_is_the_same_bytes_for_any_num_proc_and_engine(tmp_path, tokenizer_dir, monkeypatch):
-    import os
 
     from conftest import md5_tree, target_config
     from vlprep.curation.selection import order_table, selection_table

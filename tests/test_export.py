@@ -3,9 +3,7 @@ offline, every split with the card's features, images decoding."""
 import json
 import os
 import subprocess
-import sys
 
-import pytest
 import yaml
 
 from conftest import BIN, run, set_params

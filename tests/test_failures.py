@@ -219,7 +219,7 @@ def test_dvc_repro_twice_at_once_is_refused_by_dvcs_lock(scratch_repo):
         second = run(["dvc", "repro"], scratch_repo, check=False)
         assert second.returncode != 0
         # DVC's own lock: the second run stops at once, naming the busy output and the first run's PID.
-        assert "is busy, it is being blocked by" in second.stderr and f"(PID " in second.stderr, second.stderr
+        assert "is busy, it is being blocked by" in second.stderr and "(PID " in second.stderr, second.stderr
     finally:
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()

@@ -15,7 +15,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 

@@ -8,7 +8,8 @@ import pytest
 from builders import jpeg, png
 from vlprep.ingest.mapping import Input, apply_mapping, parse_embedded_options
 from vlprep.core.metrics import Rejected
-from vlprep.core.params import ColumnMapping, InputEntry, ParamsError, load_input
+from vlprep.core.params import ParamsError, load_input
+from vlprep.core.sections import ColumnMapping, InputEntry
 from vlprep.ingest.records import normalize_text_fields
 
 

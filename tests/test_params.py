@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from conftest import REPO, run, stage_argv
-from vlprep.core.params import SECTIONS, ParamsError, load_section, validate
+from vlprep.core.params import ParamsError, load_section, validate
+from vlprep.core.sections import SECTIONS
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -68,7 +69,7 @@ def test_a_stage_stops_with_one_line_naming_the_key(tmp_path):
 def test_targets_and_export_name_exactly_the_registered_targets():
     from typing import get_args
 
-    from vlprep.core.params import ExportParams, TargetsParams
+    from vlprep.core.sections import ExportParams, TargetsParams
     from vlprep.core.targets import TARGETS
 
     assert list(TargetsParams.model_fields) == list(TARGETS)

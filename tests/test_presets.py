@@ -9,7 +9,7 @@ import yaml
 
 from byo_builders import BUILDERS, KEPT, ROW_KEY
 from conftest import REPO, md5_tree, run, set_params, stage_argv
-from vlprep.core.params import PRESET_NAMES, ColumnMapping
+from vlprep.core.sections import PRESET_NAMES, ColumnMapping
 from vlprep.ingest.presets import PRESETS
 
 
@@ -171,7 +171,7 @@ def test_keep_only_mcq_rows(tmp_path):
 
 def test_text_files_stream_in_chunks(tmp_path, monkeypatch):
     """CSV and JSON Lines are cut into units at exact byte offsets (quoted newlines included)."""
-    from vlprep.io import sources
+    from vlprep.io import sources, text_sources
 
     d = tmp_path
     with open(d / "a.csv", "w", newline="", encoding="utf-8-sig") as f:  # with a BOM, as Excel writes
@@ -183,11 +183,11 @@ def test_text_files_stream_in_chunks(tmp_path, monkeypatch):
             w.writerow([f"line one {i}\nline \"two\", {i}", i])
             if i == 4:
                 f.write("\n")  # a blank line is no row
-    units, cols = sources.plan_text_units(d / "a.csv", "csv", rows_per_unit=3)
+    units, cols = text_sources.plan_text_units(d / "a.csv", "csv", rows_per_unit=3)
     assert cols == ["q", "n"] and [u.num_rows for u in units] == [3, 3, 3, 1]
     rows = [r for u in units for r in sources.read_rows(u)]
     assert [r["n"] for r in rows] == [str(i) for i in range(10)] and rows[7]["q"] == 'line one 7\nline "two", 7'
     (d / "b.jsonl").write_text("\n".join(json.dumps({"i": i, "t": "é"}) for i in range(7)) + "\n\n{broken\n")
-    units, cols = sources.plan_text_units(d / "b.jsonl", "jsonl", rows_per_unit=4)
+    units, cols = text_sources.plan_text_units(d / "b.jsonl", "jsonl", rows_per_unit=4)
     rows = [r for u in units for r in sources.read_rows(u)]
-    assert cols == ["i", "t"] and [r.get("i") for r in rows] == [*range(7), None] and sources.MALFORMED in rows[-1]
+    assert cols == ["i", "t"] and [r.get("i") for r in rows] == [*range(7), None] and text_sources.MALFORMED in rows[-1]

@@ -235,7 +235,7 @@ def test_pre_resize_matches_llamafactorys_plugin(tmp_path):
 
 
 def test_params_name_exactly_the_profiles():
-    from vlprep.core.params import PROFILE_NAMES
+    from vlprep.core.sections import PROFILE_NAMES
     from vlprep.prompting.profiles import PROFILES
 
     assert sorted(PROFILE_NAMES) == sorted(PROFILES)

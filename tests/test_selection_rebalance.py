@@ -2,7 +2,6 @@
 seeded subsets) and the reruns they cause."""
 import json
 import random
-import re
 from collections import Counter
 
 import pyarrow as pa
@@ -12,7 +11,6 @@ import pytest
 from builders import png
 from conftest import REPO, run, set_params, target_config
 from test_dvc_workflows import REPORTS, TARGETS_TRAIN, repro_ran
-from vlprep.core.params import load_section
 from vlprep.prompting.prompts import ordered_options
 from vlprep.curation.rebalance import KEPT_LETTER, KEPT_POSITION, PERMUTED, order_reference, rebalance_row
 from vlprep.core.schema import HF_BYTES_SCHEMA

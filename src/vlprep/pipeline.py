@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from vlprep.core.params import HF_BYTES_MODEL_KEYS, AuditParams
+from vlprep.core.sections import HF_BYTES_MODEL_KEYS, AuditParams
 from vlprep.core.targets import TARGETS
 
 ROOT = Path(__file__).resolve().parents[2]  # the project (src/vlprep/pipeline.py)

@@ -3,7 +3,7 @@ summary), the CLI and the dvc.yaml generator need to know about a target without
 
 A target's name is its DVC stage, its params section, its folder under data/ and its module
 `vlprep.targets.<name>` (which defines TARGET, imported lazily by stages/target.py). Adding a target is
-one module, one entry here, its params model (core/params.py) and its docs page section.
+one module, one entry here, its params model (core/sections.py) and its docs page section.
 
 Which splits each target builds is data too: params.yaml's `targets` section (target -> splits)."""
 from __future__ import annotations

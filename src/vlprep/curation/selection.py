@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from vlprep.core.failures import InputError
 from vlprep.core.metrics import Rejected
-from vlprep.core.params import CurationParams, MixtureParams
+from vlprep.core.sections import CurationParams, MixtureParams
 
 SELECTION_SCHEMA = pa.schema([("row", pa.int64()), ("reason", pa.string()), ("detail", pa.string())])
 # train-vs-test audit kind -> drop reason, most specific first (a row matching several is named by the first)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
@@ -18,7 +17,7 @@ from vlprep.engine.progress import with_progress
 from vlprep.core.schema import REJECTS_SCHEMA
 from vlprep.core.failures import InputError
 from vlprep.io.sources import Unit, unit_paths
-from vlprep.core.params import EngineParams
+from vlprep.core.sections import EngineParams
 from vlprep.engine.parts import Observer, Parted, PartInfo, PartResult, plan_parts, write_stream
 from vlprep.engine.ray_engine import run_parts_on_ray
 from vlprep.core.writers import EmptyOutput, parquet_sink

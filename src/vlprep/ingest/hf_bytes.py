@@ -10,15 +10,16 @@ from vlprep.engine.batches import map_rows
 from vlprep.io.preflight import Preflight, ShapeCheck, preflight_image
 from vlprep.ingest.mapping import Input, apply_mapping, image_root
 from vlprep.core.metrics import Rejected, StageStats
-from vlprep.core.params import HfBytesParams, ModelParams
+from vlprep.core.sections import HfBytesParams, ModelParams
 from vlprep.ingest.records import normalize_text_fields
 from vlprep.core.schema import HF_BYTES_SCHEMA, RAW_COLUMNS
-from vlprep.io.sources import RowGroup, TextChunk, read_rows
+from vlprep.io.sources import RowGroup, read_rows
+from vlprep.io.text_sources import TextChunk
 from vlprep.prompting.profiles import ModelProfile, get_profile
 
 
 def image_limits(model: ModelParams) -> ModelProfile:
-    """The sizes the model's processors take, from the keys hf_bytes reads (core/params.py
+    """The sizes the model's processors take, from the keys hf_bytes reads (core/sections.py
     HF_BYTES_MODEL_KEYS): its profile, and max_pixels, which can squeeze a thin image's side away."""
     return get_profile(model.profile, max_pixels=model.max_pixels)
 

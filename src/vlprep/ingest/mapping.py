@@ -16,12 +16,12 @@ import pyarrow as pa
 
 from vlprep.core.failures import InputError
 from vlprep.core.metrics import Rejected
-from vlprep.core.params import ColumnMapping, InputEntry
+from vlprep.core.sections import ColumnMapping, InputEntry
 from vlprep.ingest.presets import PRESETS
 from vlprep.ingest.records import normalize_options
 from vlprep.io.remote import is_s3, parent as remote_parent
-from vlprep.io.sources import (MALFORMED, RowGroup, TextChunk, file_format, open_parquet, plan_text_units,
-                            resolve_inputs)
+from vlprep.io.sources import RowGroup, file_format, open_parquet, resolve_inputs
+from vlprep.io.text_sources import MALFORMED, TextChunk, plan_text_units
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -3,7 +3,8 @@ built it, and how its trainer loads it (products/card.py renders it)."""
 from __future__ import annotations
 
 from vlprep.core.metrics import read_metrics
-from vlprep.core.params import HF_BYTES_MODEL_KEYS, SCHEDULING_KEYS, load_section
+from vlprep.core.params import load_section
+from vlprep.core.sections import HF_BYTES_MODEL_KEYS, SCHEDULING_KEYS
 from vlprep.core.targets import TARGETS
 from vlprep.products.card import HF_BYTES_WHAT, StageDrops, card_text
 

@@ -18,7 +18,8 @@ from vlprep.prompting.chat import RenderedChat, marker_messages, render_chats
 from vlprep.io.images import probe, resize_image
 from vlprep.core.metrics import Rejected, RowRef, StageStats
 from vlprep.core import paths
-from vlprep.core.params import ModelParams, ParamsError, TargetParams
+from vlprep.core.params import ParamsError
+from vlprep.core.sections import ModelParams, TargetParams
 from vlprep.engine.parts import ParquetParts, Parted
 from vlprep.prompting.prompts import final_answer, reject_reserved_markers, verl_prompt_content
 from vlprep.curation.rebalance import rebalance_row

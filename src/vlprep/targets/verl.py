@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vlprep.core.metrics import RowRef, StageStats
-from vlprep.core.params import VerlParams
+from vlprep.core.sections import VerlParams
 from vlprep.core.schema import VERL_SCHEMA
 from vlprep.core.writers import work_path
 from vlprep.engine.post import Post, limit_rows, shuffled

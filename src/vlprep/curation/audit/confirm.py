@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from vlprep.core.params import AuditParams
+from vlprep.core.sections import AuditParams
 from vlprep.curation.audit.fingerprints import CHROMA, DETAIL
 
 COARSE = DETAIL // 2

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vlprep.core.metrics import StageStats
-from vlprep.core.params import AuditParams
+from vlprep.core.sections import AuditParams
 from vlprep.curation.audit.fingerprints import (
     THUMB_BYTES,
     ImageUnhashable,

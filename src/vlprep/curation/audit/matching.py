@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from vlprep.core.params import AuditParams
+from vlprep.core.sections import AuditParams
 from vlprep.curation.audit.confirm import compare
 from vlprep.curation.audit.fingerprints import hamming, item_similarity
 from vlprep.curation.audit.hashing import IDS_SCHEMA, NULL_INDEX, Columns

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vlprep.core.metrics import StageStats
-from vlprep.core.params import AuditParams
+from vlprep.core.sections import AuditParams
 from vlprep.core.writers import FixedRowGroups, work_path
 from vlprep.curation.audit.hashing import IDS_SCHEMA, RECORD_SCHEMA, Columns, hash_unit
 from vlprep.curation.audit.lsh import lsh_bands
