@@ -478,8 +478,9 @@ def test_a_planted_benchmark_is_found_per_kind_and_droppable(tmp_path):
     assert found == {p for p in EXPECTED_PAIRS if not p[2].startswith("train_")}
     assert {p["reference_dataset_name"] for p in pairs} == {"planted_bench"}
     m = json.loads((project / "metrics/references/planted.json").read_text())
-    assert m["train_vs_reference"]["exact_image"] == 1 and m["train_vs_reference"]["near_image"] == 3
-    assert m["train_vs_reference"]["near_item"] == 2 and m["train_vs_reference"]["any"] == 6
+    assert m["train_vs_reference"]["exact_image"] == 1 and m["train_vs_reference"]["near_image"] == 4
+    assert m["train_vs_reference"]["near_item"] == 1 and m["train_vs_reference"]["any"] == 5
+    assert m["train_vs_reference"]["same_question_text"] == 2  # a question alone: reported, never dropped
     assert m["reference_rows"] == {"rows_in": 6, "rows_out": 6, "dropped": {}, "images": 6}
     flagged = pq.read_table(project / "data/references/other/flagged_train_rows.parquet").to_pylist()
     assert [(f["row"], f["kinds"]) for f in flagged] == [(0, ["exact_image"])]  # row 0 holds PNG A
@@ -490,7 +491,7 @@ def test_a_planted_benchmark_is_found_per_kind_and_droppable(tmp_path):
     left = pq.read_table(project / "data/select/train.parquet").to_pylist()
     assert [(r["row"], r["reason"]) for r in left] == [
         (0, "reference_exact_image"), (1, "reference_near_image"), (2, "reference_near_image"),
-        (3, "reference_near_image"), (4, "reference_near_item"), (5, "reference_near_item")]
+        (3, "reference_near_image"), (12, "reference_near_image")]  # 4, 5: same_question_text, kept
     assert left[0]["detail"] == "reference other: exact_image"  # the first reference by name
 
 

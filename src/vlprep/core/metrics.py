@@ -60,8 +60,8 @@ DROP_REASONS = {
     "outside_subset": "not among the subset.rows rows the seeded subset selected",
     # benchmark references (stage reference@<name>, applied by select with audit.drop_train_referenced)
     "reference_exact_image": "train row sharing an image's exact bytes with a row of a reference (audit.references), with audit.drop_train_referenced",
-    "reference_near_image": "train row with a near-duplicate image of a reference row, with audit.drop_train_referenced",
-    "reference_near_item": "train row whose question and options nearly repeat a reference row's, with audit.drop_train_referenced",
+    "reference_near_image": "train row with a near copy of a reference row's image (hash candidate, confirmed on thumbnails), with audit.drop_train_referenced",
+    "reference_near_item": "train row repeating a reference item: the same or a near image and a near question, options and answer agreeing where both rows have them, with audit.drop_train_referenced",
     # curation from rollouts (stage select, after the subset; docs/curation.md)
     "not_rolled_out": "no rollout for the row in curation.rollouts, with a pass-rate band, order or control set",
     "too_easy": "pass rate above curation.pass_rate's upper bound",
