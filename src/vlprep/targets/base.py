@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from vlprep.engine.batches import SOURCE_ROW, attach, map_rows
 from vlprep.prompting.chat import RenderedChat, marker_messages, render_chats
-from vlprep.io.images import probe, resize_image
+from vlprep.io.images import resize_image, stored_size
 from vlprep.core.metrics import Rejected, StageStats
 from vlprep.core import paths
 from vlprep.core.params import ModelParams, ParamsError, TargetParams
@@ -72,7 +72,7 @@ def read_problem(row: dict, cfg: Config, stats: StageStats) -> Problem:
     profile, images, tokens = cfg.profile, [], []
     for image in row["images"] or []:
         data = image["bytes"]
-        info = probe(data)  # header only: sizes without decoding (hf_bytes validated them already)
+        info = stored_size(data)  # header only: hf_bytes validated the image already
         try:
             if not profile.aspect_ok(info.width, info.height):
                 raise ImageShapeError(f"aspect ratio {max(info.width, info.height) / min(info.width, info.height):.0f} "
