@@ -1,19 +1,19 @@
 """The reference scripts as a measured peer of `dvc repro` (issue 29), on the same generated data.
 
-The reference is the four public data_process scripts vlprep replaces (UCSC-VLAA/MedVLSynther,
-data_process/: prep_to_hf_bytes.py, convert_verl_format.py, convert_trl_for_vlm.py; README in
-docs and /work/shared/reference-README.md). Their code is not in this repo: point --reference-scripts
-at a directory holding them, by default benchmarks/work/reference/data_process (git-ignored), e.g.
+The reference is the public data_process scripts vlprep replaces (published with MedVLThinker, in
+UCSC-VLAA/MedVLSynther, data_process/: prep_to_hf_bytes.py, convert_verl_format.py,
+convert_trl_for_vlm.py). Their code is not in this repo: --reference-scripts names a directory holding
+them, by default benchmarks/work/reference/data_process (git-ignored), e.g. after
 
     git clone https://github.com/UCSC-VLAA/MedVLSynther benchmarks/work/reference
 
 They run unmodified, as their README runs them (train split: prep, then verl and trl from prep's
-output), in a throwaway venv under benchmarks/work/ref-venv with what they import (datasets, pillow,
-transformers, python-dotenv, click, pandas) at the versions of requirements.lock, so both sides use the
-same libraries. Offline: their hub tokenizer (Qwen/Qwen2.5-VL-7B-Instruct) is replaced, through their
-own --tokenizer_name argument, by the local copy benchmarks/run.py builds (vlprep.prompting.qwen_tokenizer),
-and each run gets an empty HF cache of its own (HF_HOME), so `load_dataset`'s Arrow conversion is paid
-every time, as on a first run.
+output), in a throwaway venv, benchmarks/work/ref-venv, with what they import (datasets, pillow,
+transformers, jinja2 for the chat template, python-dotenv, click, pandas) at the versions of
+requirements.lock, so both sides use the same libraries. Offline: their hub tokenizer
+(Qwen/Qwen2.5-VL-7B-Instruct) is replaced, through their own --tokenizer_name argument, by the local
+copy benchmarks/run.py builds (vlprep.prompting.qwen_tokenizer); each run gets an empty HF cache of
+its own (HF_HOME), so `load_dataset`'s Arrow conversion is paid every time, as on a first run.
 
 Their input: `load_dataset("parquet")` needs one schema over all files, while the generated raw data
 mixes physical forms by file (images as binary or {bytes, path}; options as a struct or JSON). They get
@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 STAGES = ("ref_hf_bytes", "ref_verl", "ref_trl")
-PACKAGES = ["datasets", "pillow", "transformers", "python-dotenv", "click", "pandas"]
+PACKAGES = ["datasets", "pillow", "transformers", "jinja2", "python-dotenv", "click", "pandas"]
 SCRIPTS = {"ref_hf_bytes": "prep_to_hf_bytes.py", "ref_verl": "convert_verl_format.py",
            "ref_trl": "convert_trl_for_vlm.py"}
 OUTPUTS = {"ref_hf_bytes": "ref/hf_bytes", "ref_verl": "ref/verl", "ref_trl": "ref/trl"}

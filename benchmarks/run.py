@@ -3,6 +3,8 @@
     python benchmarks/run.py                                 # N=10k and 100k, num_proc 1 and 2
     python benchmarks/run.py --rows 10000 --num-proc 1 --stages hf_bytes floor
     python benchmarks/run.py --rows 10000 --repeat 3 --code 1a2b3c4   # median of 3, code of a commit
+    python benchmarks/run.py --profile figure --rows 4000 --num-proc 2 --stages ref_hf_bytes ref_verl ref_trl e2e_core
+                                                             # dvc repro against the reference scripts
 
 For each N it generates raw data once (reused while the generator config is unchanged), then runs the
 real stage scripts as child processes in a scratch project under benchmarks/work/, each inside a fresh
@@ -14,8 +16,8 @@ verl and trl pay whatever N (loading the tokenizer as they do), so their per-row
 with the floor. "ref_hf_bytes", "ref_verl", "ref_trl": the reference scripts this project replaces, run on
 the same data as the measured peer of the end-to-end `dvc repro` runs ("e2e*"; benchmarks/reference.py
 says how to get them: --reference-scripts DIR; skipped when absent). Results go to benchmarks/results.json,
-merged with earlier results of the same data and code. The code measured is a snapshot of src/ and stages/ (work tree or --code commit) taken at start, so
-edits made during a run do not mix into its numbers.
+merged with earlier results of the same data and code. The code measured is a snapshot of src/ and
+stages/ (work tree or --code commit) taken at start, so edits made during a run do not mix into its numbers.
 """
 from __future__ import annotations
 
