@@ -3,6 +3,8 @@
     python benchmarks/run.py                                 # N=10k and 100k, num_proc 1 and 2
     python benchmarks/run.py --rows 10000 --num-proc 1 --stages hf_bytes floor
     python benchmarks/run.py --rows 10000 --repeat 3 --code 1a2b3c4   # median of 3, code of a commit
+    python benchmarks/run.py --profile figure --rows 4000 --num-proc 2 --stages ref_hf_bytes ref_verl ref_trl e2e_core
+                                                             # dvc repro against the reference scripts
 
 For each N it generates raw data once (reused while the generator config is unchanged), then runs the
 real stage scripts as child processes in a scratch project under benchmarks/work/, each inside a fresh
@@ -11,9 +13,11 @@ wrapper process, so the wrapper's RUSAGE_CHILDREN peak RSS belongs to that one m
 "floor" is what any stage must at least do: a plain pyarrow read of the raw files plus a zstd parquet
 write (and fsync, as the stages' atomic writers do) of the same bytes. "tokenizer_load" is the start-up
 verl and trl pay whatever N (loading the tokenizer as they do), so their per-row part can be compared
-with the floor. Results go to benchmarks/results.json, merged with earlier results of the same data and
-code. The code measured is a snapshot of src/ and stages/ (work tree or --code commit) taken at start, so
-edits made during a run do not mix into its numbers.
+with the floor. "ref_hf_bytes", "ref_verl", "ref_trl": the reference scripts this project replaces, run on
+the same data as the measured peer of the end-to-end `dvc repro` runs ("e2e*"; benchmarks/reference.py
+says how to get them: --reference-scripts DIR; skipped when absent). Results go to benchmarks/results.json,
+merged with earlier results of the same data and code. The code measured is a snapshot of src/ and
+stages/ (work tree or --code commit) taken at start, so edits made during a run do not mix into its numbers.
 """
 from __future__ import annotations
 
@@ -35,20 +39,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+import reference
+
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "benchmarks" / "work"
 STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "audit", "audit_decode_all",
-          "e2e_copy", "e2e_core", "e2e_core_jobs4", "e2e",
+          *reference.STAGES, "e2e_copy", "e2e_core", "e2e_core_np", "e2e_core_jobs4", "e2e",
           "ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray"]
 # End to end: `dvc repro` of every stage in a fresh copy of the repo (new git repo, empty DVC cache, its own
-# DVC state: nothing hashed before), train = the raw data, test = its first file. "core": the targets the
-# first wave had (hf_bytes, verl, trl; LLaMA-Factory and ms-swift off), with the cache link type the repo
-# configures, or DVC's default (copy) for "e2e_copy"; "e2e": every target params.yaml enables.
+# DVC state: nothing hashed before), train = the raw data, test = its first file. "core": the reference
+# scripts' products (hf_bytes, verl train+test, trl train; the other targets off) plus what vlprep adds
+# (audit, test split, summary, cards, preview), with the cache link type the repo configures, or DVC's
+# default (copy) for "e2e_copy"; "e2e": params.yaml's targets as they are (the defaults).
 # "e2e_core_jobs4": e2e_core with DVC hashing the files of a directory output in 4 threads (core.checksum_jobs;
-# DVC's default is min(4, cores // 2), 1 here).
+# DVC's default is min(4, cores // 2), 1 here). Every stage's num_proc is params.yaml's (the defaults a user
+# gets), except in "e2e_core_np": --num-proc for every stage.
 E2E = {"e2e_copy": ("core", "copy", {}), "e2e_core": ("core", None, {}), "e2e": ("all", None, {}),
-       "e2e_core_jobs4": ("core", None, {"core.checksum_jobs": "4"})}
-OFF_IN_CORE = {"llamafactory": ["splits"], "swift": ["splits", "grpo_splits"]}
+       "e2e_core_np": ("core_np", None, {}), "e2e_core_jobs4": ("core", None, {"core.checksum_jobs": "4"})}
+CORE_TARGETS = {"verl": ["train", "test"], "trl": ["train"], "llamafactory": [], "swift": [], "swift_grpo": []}
 # engine: ray (README, "Running on Ray"): the same stages as Ray tasks in a Ray the stage starts with
 # num_proc CPUs. "ray_startup" is the fixed cost of that: a fresh interpreter starting Ray as the stages
 # do and stopping it, no data. Measured only with --engines ray.
@@ -75,7 +83,9 @@ OUTPUTS = {"floor": "floor_out", "hf_bytes": "data/hf_bytes/train", "verl": "dat
            "trl": "data/trl/train", "tokenizer_load": None, "audit": "data/audit", "audit_decode_all": "data/audit",
            "ray_startup": None,
            "hf_bytes@ray": "data/hf_bytes_ray/train", "verl@ray": "data/verl/train", "trl@ray": "data/trl/train",
+           **reference.OUTPUTS,
            **{e2e: None for e2e in E2E}}
+KEPT = ("hf_bytes", "ref_hf_bytes")  # the input of later stages: kept until the project is removed
 # audit compares train with test; here test is the same data as train (hf_bytes/test links to hf_bytes/train):
 # the worst case, every row contaminated, with the image pool's repeats as exact copies across rows.
 
@@ -250,11 +260,11 @@ def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_t
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     train, test = raw / "train", sorted((raw / "train").glob("*.parquet"))[0]
     params["inputs"] = params["input_data"] = {"train": str(train), "test": str(test)}
-    for stage in ("hf_bytes", "verl", "trl", "llamafactory", "swift", "audit"):
-        params[stage]["num_proc"] = num_proc
-    if targets == "core":
-        for stage, keys in OFF_IN_CORE.items():
-            params[stage].update({k: [] for k in keys})
+    if targets == "core_np":
+        for stage in ("hf_bytes", "verl", "trl", "audit"):
+            params[stage]["num_proc"] = num_proc
+    if targets.startswith("core"):
+        params["targets"] = CORE_TARGETS
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
     subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
@@ -274,15 +284,25 @@ def measure_e2e(proj: Path, code: Path) -> dict:
     bin_dir = str(Path(sys.executable).parent)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "VLPREP_BENCH_TIMES": str(times),
            "PYTHONPATH": f"{code / 'src'}:{REPO / 'benchmarks' / 'hooks'}"}
+    t0 = time.time()
     m = measure([f"{bin_dir}/dvc", "repro", "--quiet"], proj, code, env)
-    stages = [json.loads(line) for line in times.read_text().splitlines()]
+    t1 = time.time()
+    stages = sorted((json.loads(line) for line in times.read_text().splitlines()), key=lambda t: t["start"])
     m["stages_s"] = round(sum(t["wall_s"] for t in stages), 2)
     m["dvc_s"] = round(m["wall_s"] - m["stages_s"], 2)
-    m["stage_walls"] = {" ".join(Path(a).stem if i == 0 else a for i, a in enumerate(t["argv"][:2])): round(t["wall_s"], 2)
-                        for t in stages}
+    name = lambda t: " ".join([Path(t["argv"][0]).stem, *t["argv"][1:]])  # noqa: E731
+    m["stage_walls"] = {name(t): round(t["wall_s"], 2) for t in stages}
+    # DVC's work between stages: before a stage, it hashes the earlier stage's outputs, moves them into
+    # the cache, writes the lock, and checks this stage's deps; "(after)" is the last stage's commit.
+    ends = [t0, *(t["end"] for t in stages)]
+    m["dvc_gaps"] = {**{name(t): round(t["start"] - end, 2) for t, end in zip(stages, ends)},
+                     "(after)": round(t1 - ends[-1], 2)}
     t = time.perf_counter()
     status = subprocess.run([f"{bin_dir}/dvc", "status", "--quiet"], cwd=proj, env={**os.environ, **env})
     m["status_s"], m["status_clean"] = round(time.perf_counter() - t, 2), status.returncode == 0
+    t = time.perf_counter()  # what a user pays to be told nothing changed
+    subprocess.run([f"{bin_dir}/dvc", "repro", "--quiet"], cwd=proj, env={**os.environ, **env}, check=True)
+    m["noop_repro_s"] = round(time.perf_counter() - t, 2)
     # du counts a hard-linked file once: workspace and cache together are what the disk holds.
     du_mb = subprocess.run(["du", "-smc", "data", ".dvc/cache"], cwd=proj, capture_output=True, text=True).stdout
     m["disk_mb"] = int(du_mb.split()[-2])
@@ -328,7 +348,14 @@ def main() -> None:
     ap.add_argument("--free-raw", action="store_true",
                     help="delete each N's raw data once floor and hf_bytes are measured (disk: 100k figure rows are 16 GB)")
     ap.add_argument("--fresh", action="store_true", help="drop earlier results from --out instead of merging")
+    ap.add_argument("--reference-scripts", type=Path, default=WORK / "reference" / "data_process",
+                    help="directory with the reference scripts (benchmarks/reference.py says how to get them)")
     args = ap.parse_args()
+    if not (args.reference_scripts / reference.SCRIPTS["ref_hf_bytes"]).is_file():
+        if set(args.stages) & set(reference.STAGES) and "--stages" in sys.argv:
+            sys.exit(f"no reference scripts in {args.reference_scripts}: see benchmarks/reference.py")
+        args.stages = [s for s in args.stages if s not in reference.STAGES]
+    ref_python = reference.ensure_venv(WORK, REPO / "requirements.lock") if set(args.stages) & set(reference.STAGES) else None
     if "ray" in args.engines:
         args.stages = [*args.stages, *(s for s in RAY_STAGES if s not in args.stages)]
         os.environ.pop("RAY_ADDRESS", None)
@@ -343,7 +370,9 @@ def main() -> None:
         raw = ensure_raw(n, args.image_pool, args.profile)
         raws[n] = json.loads((raw / "meta.json").read_text())
         in_bytes = raws[n]["bytes"]
-        subprocess.run(["cat", *map(str, (raw / "train").glob("*.parquet"))], stdout=subprocess.DEVNULL)  # warm cache
+        ref_raw = [reference.ensure_input(raw / "train")] if ref_python else []
+        for d in [raw / "train", *ref_raw]:  # warm cache
+            subprocess.run(["cat", *map(str, d.glob("*.parquet"))], stdout=subprocess.DEVNULL)
         for num_proc in args.num_proc:
             proj = make_project(raw, tokenizer, num_proc)
             for stage in [s for s in STAGES if s in args.stages]:
@@ -353,6 +382,10 @@ def main() -> None:
                     continue
                 if stage in ("verl", "trl", *AUDIT_VARIANTS, *VARIANTS) and not (proj / OUTPUTS["hf_bytes"]).exists():
                     measure(stage_cmd(code, "hf_bytes"), proj, code)  # their input
+                ref_cmd = lambda s: reference.command(s, args.reference_scripts, ref_python, proj, raw / "train",
+                                                      tokenizer, num_proc)
+                if stage in reference.STAGES[1:] and not (proj / reference.OUTPUTS["ref_hf_bytes"]).exists():
+                    measure(ref_cmd("ref_hf_bytes"), proj, code, reference.environment(proj))  # their input
                 if stage in AUDIT_VARIANTS and not (proj / "data/hf_bytes/test").exists():
                     (proj / "data/hf_bytes/test").symlink_to("train")
                 if stage == "floor":
@@ -367,6 +400,8 @@ def main() -> None:
                         cmd[-1] = OUTPUTS[stage]
                 elif stage in E2E:
                     cmd = None
+                elif stage in reference.STAGES:
+                    cmd = ref_cmd(stage)
                 elif stage == "tokenizer_load":
                     cmd = [sys.executable, "-c", TOKENIZER_LOAD, str(tokenizer)]
                 elif stage in AUDIT_VARIANTS:
@@ -381,9 +416,12 @@ def main() -> None:
                 # write-back of the output): --repeat keeps the run with the median wall time, lists all.
                 ms = []
                 for _ in range(1 if stage in VARIANTS else args.repeat):
-                    if stage != "hf_bytes" and out.exists():  # hf_bytes: verl/trl read it; it replaces itself
+                    if stage not in KEPT and out.exists():  # hf_bytes: verl/trl read it; it replaces itself
                         shutil.rmtree(out) if out.is_dir() else out.unlink()
-                    if stage in E2E:
+                    if stage in reference.STAGES:  # an empty HF cache each time; prep_to_hf_bytes saves anew
+                        shutil.rmtree(out, ignore_errors=True)
+                        ms.append(measure(cmd, proj, code, reference.environment(proj)))
+                    elif stage in E2E:
                         e2e = make_e2e_project(raw, code, num_proc, *E2E[stage])
                         ms.append(measure_e2e(e2e, code))
                         shutil.rmtree(e2e)
@@ -398,7 +436,7 @@ def main() -> None:
                              "rows_per_s": round(n / m["wall_s"], 1), "mb_per_s": round(in_bytes / 1e6 / m["wall_s"], 1),
                              "in_mb": round(in_bytes / 1e6, 1), "out_mb": round(du(out) / 1e6, 1) if out.exists() else 0, "rows_out": rows_out})
                 print(f"{n:>7} np={num_proc} {stage:9} {m['wall_s']:8.2f} s", file=sys.stderr)
-                if stage != "hf_bytes" and out.exists():  # hf_bytes is the input of verl/trl
+                if stage not in KEPT and out.exists():  # hf_bytes is the input of verl/trl
                     shutil.rmtree(out) if out.is_dir() else out.unlink()
                 if args.free_raw and stage == "hf_bytes" and not set(args.stages) & set(E2E):
                     shutil.rmtree(raw)  # later stages read hf_bytes; ensure_raw writes it again when needed
@@ -448,6 +486,14 @@ def report(runs: list[dict], raws: dict, out: Path, other_code: list[dict]) -> N
             floor = get[(n, 1, "floor")]["wall_s"]
             line(f"{s} N={n} np={p}: dvc repro / floor", r["wall_s"] / floor)
             line(f"{s} N={n} np={p}: DVC's share / floor", r["dvc_s"] / floor)
+    print("\n-- the reference scripts (prep + verl + trl, train split; benchmarks/reference.py) against `dvc repro`")
+    for (n, p, s), r in get.items():
+        if s in E2E and all((n, p, x) in get for x in reference.STAGES):
+            ref = sum(get[(n, p, x)]["wall_s"] for x in reference.STAGES)
+            line(f"reference N={n} np={p}: wall s", ref)
+            line(f"{s} N={n} np={p}: reference / dvc repro (speedup)", ref / r["wall_s"])
+            line(f"{s} N={n} np={p}: DVC's share s", r["dvc_s"])
+            line(f"{s} N={n} np={p}: no-op dvc repro s", r.get("noop_repro_s", float("nan")))
     print("\n-- num_proc=2: wall speedup over num_proc=1, and CPU seconds used relative to num_proc=1")
     for (n, p, s), r in get.items():
         if p == 1 and (n, 2, s) in get:

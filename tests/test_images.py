@@ -1,4 +1,5 @@
 import base64
+import io
 import os
 
 import numpy as np
@@ -7,7 +8,7 @@ from PIL import Image
 
 from builders import jpeg, noisy, png, png_declaring
 from vlprep.core.metrics import Rejected
-from vlprep.io.images import normalize_image, probe
+from vlprep.io.images import normalize_image, probe, stored_size
 
 
 @pytest.fixture
@@ -127,3 +128,16 @@ def test_jpeg_with_a_reserved_marker_is_judged_by_pillow(root):
     with pytest.raises(Rejected) as e:
         normalize_image(bytes(data), root)
     assert e.value.reason == "image_corrupt"
+
+
+@pytest.mark.parametrize("fmt,mode,size", [("PNG", "RGB", (37, 21)), ("PNG", "L", (5, 300)), ("JPEG", "RGB", (64, 48)),
+                                           ("JPEG", "L", (17, 9)), ("WEBP", "RGB", (12, 34))])
+def test_stored_size_reads_the_header_as_probe_and_pillow_do(fmt, mode, size):
+    """What the targets read of an hf_bytes image: format and size from the header alone (no CRC walk),
+    the same as probe() and as Pillow's own decode."""
+    buf = io.BytesIO()
+    Image.new(mode, size, 128).save(buf, format=fmt)
+    data = buf.getvalue()
+    info = stored_size(data)
+    assert (info.format, info.width, info.height) == (fmt, *size)
+    assert (info.format, info.width, info.height) == (probe(data).format, probe(data).width, probe(data).height)

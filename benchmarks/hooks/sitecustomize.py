@@ -19,7 +19,8 @@ def _record() -> None:
         return  # dvc itself, git, …
     me = psutil.Process()
     cpu = me.cpu_times()
-    line = {"argv": argv, "wall_s": time.time() - me.create_time(), "cpu_s": cpu.user + cpu.system}
+    start, end = me.create_time(), time.time()  # start/end: where DVC's own work falls between stages
+    line = {"argv": argv, "wall_s": end - start, "cpu_s": cpu.user + cpu.system, "start": start, "end": end}
     with open(OUT, "a") as f:
         f.write(json.dumps(line) + "\n")
 

@@ -224,6 +224,16 @@ def probe(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
     return probe_layout(data, max_pixels)[0]
 
 
+def stored_size(data: bytes) -> ImageInfo:
+    """Format and size of an image probe() already accepted (an hf_bytes image), from its header alone:
+    the trainer targets need only the size, and probe()'s CRC walk over every PNG byte cost them ~6x
+    more than this (0.25 vs 0.04 CPU-s per GB)."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR":
+        return ImageInfo(data, *struct.unpack(">II", data[16:24]), "PNG")
+    layout = _jpeg_walk(data) if data.startswith(b"\xff\xd8") else None
+    return ImageInfo(data, layout.width, layout.height, "JPEG") if layout else probe(data)
+
+
 def probe_layout(data: bytes, max_pixels: int) -> tuple[ImageInfo, PngLayout | JpegLayout | None]:
     """probe(), plus the layout the header walk saw (None where Pillow read the header)."""
     if not data:

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from vlprep.engine.batches import SOURCE_ROW, attach, map_rows
 from vlprep.prompting.chat import RenderedChat, marker_messages, render_chats
-from vlprep.io.images import probe, resize_image
+from vlprep.io.images import resize_image, stored_size
 from vlprep.core.metrics import Rejected, RowRef, StageStats
 from vlprep.core import paths
 from vlprep.core.params import ParamsError
@@ -76,7 +76,7 @@ def read_problem(row: dict, cfg: Config, stats: StageStats) -> Problem:
     profile, images, tokens = cfg.profile, [], []
     for image in row["images"] or []:
         data = image["bytes"]
-        info = probe(data)  # header only: sizes without decoding (hf_bytes validated them already)
+        info = stored_size(data)  # header only: hf_bytes validated the image already
         try:
             # hf_bytes' pre-flight already dropped (or padded) every size the profile refuses (ModelProfile.unfit,
             # on the same model params): only an hf_bytes split built otherwise, or LLaMA-Factory's
