@@ -25,7 +25,6 @@ Arrow strings (no images, no question text): bounded by the split's rows, not by
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import pyarrow.parquet as pq
 
 from vlprep.core.failures import InputError
 from vlprep.curation.rebalance import rebalance_row
+from vlprep.io.text_sources import json_objects
 from vlprep.io.sources import hf_dataset_files, plan_arrow_units, read_unit
 from vlprep.scoring.reward import compute_score
 
@@ -132,18 +132,8 @@ def read_rollouts(path: Path) -> Iterator[Rollout]:
         return
     if path.suffix not in (".jsonl", ".ndjson", ".json"):
         raise InputError(f"{path}: rollouts must be JSON Lines (.jsonl) or parquet (.parquet)")
-    with open(path, encoding="utf-8") as f:
-        for record, line in enumerate(f):
-            if not line.strip():
-                continue
-            where = f"{path}:{record + 1}"
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise InputError(f"{where}: not JSON ({e})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{where}: expected an object with `index` and `response` or `score`")
-            yield _rollout(obj, record, where)
+    for record, where, obj in json_objects(path, "an object with `index` and `response` or `score`"):
+        yield _rollout(obj, record, where)
 
 
 @dataclass

@@ -7,6 +7,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from vlprep.core.failures import InputError
 
@@ -15,6 +16,24 @@ TEXT_ROWS_PER_UNIT = 256
 # A row read from a text file that is not a record (a JSON line that does not parse, a CSV row whose
 # field count differs from the header's): the row is dropped (row_malformed), the file still read.
 MALFORMED = "__vlprep_malformed__"
+
+
+def json_objects(path: Path, expected: str, error: type[Exception] = InputError) -> Iterator[tuple[int, str, dict]]:
+    """(record, where, object) for each non-blank line of a JSON Lines side file (rollouts, responses):
+    a line that is not a JSON object stops the read with `error`, naming the file, the line and `expected`
+    (a side file is the user's own record of a run, so a bad line is structural, not a row to drop)."""
+    with open(path, encoding="utf-8") as f:
+        for record, line in enumerate(f):
+            if not line.strip():
+                continue
+            where = f"{path}:{record + 1}"
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise error(f"{where}: not JSON ({e})") from None
+            if not isinstance(obj, dict):
+                raise error(f"{where}: expected {expected}")
+            yield record, where, obj
 
 
 

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from vlprep.core.failures import InputError
 from vlprep.scoring.reward import compute_score
 from vlprep.io.sources import split_files
+from vlprep.io.text_sources import json_objects
 
 # Only what scoring needs: the split's image bytes are never read.
 DATA_COLUMNS = ["data_source", "reward_model", "extra_info"]
@@ -54,18 +55,10 @@ def read_responses(path: Path):
                 yield _record(index, response, f"{path} row {row}")
                 row += 1
         return
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                obj = json.loads(line)
-            except ValueError as e:
-                raise ResponsesError(f"{where}: not JSON ({e})") from None
-            if not isinstance(obj, dict) or "index" not in obj or "response" not in obj:
-                raise ResponsesError(f"{where}: expected an object with `index` and `response`")
-            yield _record(obj["index"], obj["response"], where)
+    for _, where, obj in json_objects(path, "an object with `index` and `response`", ResponsesError):
+        if "index" not in obj or "response" not in obj:
+            raise ResponsesError(f"{where}: expected an object with `index` and `response`")
+        yield _record(obj["index"], obj["response"], where)
 
 
 def _problem(indices: list[int], count: int | None = None) -> dict:
