@@ -1,5 +1,5 @@
 """Stage `reference@<name>`: the hf_bytes train split matched against a benchmark (audit.references.<name>)
-with the audit's kinds (exact_image, near_image, near_item), through the audit's own run (AuditRun: train
+with the audit's kinds (exact_image, near_image, near_item; same_question_text reported, never dropped), through the audit's own run (AuditRun: train
 indexed in blocks, the benchmark streamed as its test side). One stage per reference (none by default).
 usage: audit_reference.py NAME OUT_DIR
 -> OUT_DIR/{pairs,flagged_train_rows,rejects}.parquet, metrics/references/NAME.json
