@@ -57,7 +57,7 @@ STAGES = ["floor", "tokenizer_load", "hf_bytes", "verl", "trl", "verl_resize", "
 E2E = {"e2e_copy": ("core", "copy", {}), "e2e_core": ("core", None, {}), "e2e": ("all", None, {}),
        "e2e_core_np": ("core_np", None, {}), "e2e_core_jobs4": ("core", None, {"core.checksum_jobs": "4"})}
 CORE_TARGETS = {"verl": ["train", "test"], "trl": ["train"], "llamafactory": [], "swift": [], "swift_grpo": []}
-# engine: ray (README, "Running on Ray"): the same stages as Ray tasks in a Ray the stage starts with
+# engine: ray (docs/ray.md): the same stages as Ray tasks in a Ray the stage starts with
 # num_proc CPUs. "ray_startup" is the fixed cost of that: a fresh interpreter starting Ray as the stages
 # do and stopping it, no data. Measured only with --engines ray.
 RAY_STAGES = ("ray_startup", "hf_bytes@ray", "verl@ray", "trl@ray")

@@ -70,7 +70,7 @@ def test_linked_outputs_are_read_only(committed_repo):
     out = repo / "data/trl/train/part-00000.parquet"
     assert out.stat().st_nlink == 2
     assert not out.stat().st_mode & 0o222
-    if os.geteuid() != 0:  # root may write anyway: the README says not to edit outputs in place
+    if os.geteuid() != 0:  # root may write anyway: docs/dvc.md#linked-outputs says not to edit outputs in place
         try:
             open(out, "r+b").close()
         except PermissionError:

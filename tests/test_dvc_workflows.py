@@ -159,7 +159,7 @@ def test_s3_wrong_credentials_and_missing_bucket_fail_clearly(committed_repo, tm
         run(["dvc", "remote", "add", "-d", "s3", f"s3://{ep.bucket}/vlprep"], repo)
         wrong = {**dvc_env(ep), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
         failed = run(["dvc", "push"], repo, check=False, env=wrong)
-        # What the user sees (README, "When a run fails"): DVC's own one-line error, nothing pushed.
+        # What the user sees (docs/failures.md#when-a-run-fails): DVC's own one-line error, nothing pushed.
         assert failed.returncode != 0
         assert "ERROR: unexpected error - Forbidden: An error occurred (403)" in failed.stderr
 

@@ -174,12 +174,11 @@ def test_a_plain_string_spec_is_still_a_string(tmp_path):
     assert load_input("train", tmp_path / "params.yaml") == [InputEntry(path="a", preset="slake", name="s")]
 
 
-def test_new_drop_reasons_are_in_the_readme_table():
-    from conftest import REPO
+def test_new_drop_reasons_are_in_the_documented_table():
+    from test_drop_reasons import bad_input_table
     from vlprep.core.metrics import DROP_REASONS
 
-    readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("### What happens to bad input"):readme.index("## Token budget")]
+    table = bad_input_table()
     for reason in ("answer_missing", "row_malformed", "options_unparseable", "answer_not_in_options",
                    "answer_conflicts_with_label", "question_type_excluded"):
         assert reason in DROP_REASONS and f"`{reason}`" in table, reason

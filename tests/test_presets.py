@@ -39,8 +39,9 @@ def test_presets_match_their_names_and_validate():
         ColumnMapping.model_validate(preset["columns"])
         assert preset["format"] in ("parquet", "csv", "json", "jsonl")
         assert preset["source"] and preset["licence"], name
-    readme = (REPO / "README.md").read_text()
-    assert all(f"`{name}`" in readme for name in PRESETS)
+    page = (REPO / "docs/inputs.md").read_text()
+    table = page[page.index("## Presets"):page.index("## Column mapping")]
+    assert all(f"| `{name}` |" in table for name in PRESETS)
 
 
 @pytest.mark.parametrize("preset", list(BUILDERS))

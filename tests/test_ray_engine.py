@@ -1,4 +1,4 @@
-"""engine: ray (README, "Running on Ray"): the same stages as Ray tasks, one per output part, give the
+"""engine: ray (docs/ray.md): the same stages as Ray tasks, one per output part, give the
 same bytes as the local engine (outputs, rejects, metrics, plots), in a Ray started by the stage and on
 a real local cluster; a killed worker's part is retried; an unreachable cluster or an interrupted stage
 fails in one line and publishes nothing."""

@@ -1,4 +1,4 @@
-"""verl 0.9.1 itself loads src/vlprep/scoring/reward.py from the README's config keys and scores real rows with it.
+"""verl 0.9.1 itself loads src/vlprep/scoring/reward.py from the config keys of docs/trainers.md#verl and scores real rows with it.
 
 Runs tests/compat/check_verl_reward.py with the trainer venv's python (where vlprep is not installed),
 on data/verl/train (its one part) and the tokenizer that `dvc repro` built in the `repro_repo` fixture.

@@ -160,7 +160,7 @@ def main(argv=None):
     if "vlprep" in sys.modules or any((Path(p) / "vlprep").exists() for p in sys.path if p):
         failures.append("vlprep is importable in the trainer venv: loading by file path proves nothing")
 
-    # 1. The README's command: reward.custom_reward_function.path=<file> (+ name), default kwargs.
+    # 1. The command of docs/trainers.md#verl: reward.custom_reward_function.path=<file> (+ name), default kwargs.
     config = compose(base + [
         f"reward.custom_reward_function.path={reward_file}",
         "reward.custom_reward_function.name=compute_score",

@@ -2,7 +2,7 @@
 
 The one way to drop a row: raise `Rejected(reason, detail)` from a row function (or call
 `stats.drop(Rejected(...), ...)` where rows leave a stream); the reason must be one of DROP_REASONS,
-which the README's bad-input table lists too (a test keeps the two equal). Every drop is counted in
+which docs/failures.md#what-happens-to-bad-input lists too (a test keeps the two equal). Every drop is counted in
 the stage's metrics and recorded, with the row's identity and the detail, for its rejects file."""
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class Rejected(Exception):
 
     def __init__(self, reason: str, detail: str = ""):
         if reason not in DROP_REASONS:
-            raise ValueError(f"unregistered drop reason {reason!r}: add it to metrics.DROP_REASONS and the README")
+            raise ValueError(f"unregistered drop reason {reason!r}: add it to metrics.DROP_REASONS and docs/failures.md")
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail

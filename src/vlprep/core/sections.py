@@ -29,7 +29,7 @@ class RawParams(Section):
 
 
 class EngineParams(Section):
-    """Where a stage's work runs and how its output is cut (README, "Running on Ray"): the output is the
+    """Where a stage's work runs and how its output is cut (docs/ray.md): the output is the
     same bytes whichever engine and however many workers run it."""
 
     engine: Literal["local", "ray"]
@@ -192,7 +192,7 @@ class TargetParams(EngineParams):
     resize_to_max_pixels: bool
     row_group_size: PositiveInt
     num_proc: PositiveInt
-    # Answer-letter balance of the train split (README, "Answer-letter balance"): `permute` moves each
+    # Answer-letter balance of the train split (docs/selection.md#answer-letter-balance): `permute` moves each
     # row's correct option to a position drawn uniformly from its options, seeded by rebalance_seed.
     rebalance: Literal["none", "permute"]
     rebalance_seed: int
@@ -253,7 +253,7 @@ class TargetsParams(Section):
 
 
 class AuditParams(Section):
-    """Contamination audit (README, "Contamination audit")."""
+    """Contamination audit (docs/audit.md)."""
 
     near_image_max_distance: Annotated[int, Field(ge=0, lt=32)]  # candidates: bits between 64-bit perceptual hashes
     near_image_layout_distance: Annotated[int, Field(ge=0, lt=32)]  # candidates: bits between 64-bit layout hashes
@@ -333,7 +333,7 @@ class MixtureParams(Section):
 
 
 class SubsetParams(Section):
-    """A seeded subset of rows the targets are built from (stage select; README, "Seeded subsets")."""
+    """A seeded subset of rows the targets are built from (stage select; docs/selection.md#seeded-subsets)."""
 
     # rows per split in `splits`; null = all rows. Not called `size`: DVC's run cache leaves any key named
     # size or nfiles out of a stage's key (dvc.stage.cache), so `dvc repro`/`dvc exp run` would restore the

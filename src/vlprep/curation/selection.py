@@ -1,4 +1,4 @@
-"""Which hf_bytes rows the trainer targets are built from (stage `select`, README "Row selection"): train
+"""Which hf_bytes rows the trainer targets are built from (stage `select`, docs/selection.md): train
 rows the contamination audit flagged (with audit.drop_train_contaminated), then a seeded subset
 (`subset`). Computed once per split, so verl and trl are built from the same rows; the targets drop the
 others with the reason recorded here, so every row stays counted.

@@ -2,7 +2,7 @@
 each source row -> the reference raw row (docs/formats.md §1), BEFORE the usual normalisation, so that
 records.py and images.py stay the one place that validates text and images.
 
-The mapping only moves values into place; what it decides itself is listed in the README: options from
+The mapping only moves values into place; what it decides itself is listed in docs/inputs.md#column-mapping: options from
 separate columns, a list or the question text, a label given as an index or as the option's text, and
 the answer-text conflict rule. Each such row-level problem is a drop with a registered reason."""
 from __future__ import annotations

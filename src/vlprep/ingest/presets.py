@@ -4,7 +4,7 @@ A preset is only a mapping (the keys of params.ColumnMapping) plus the file form
 Each names its source and licence note (check the licence yourself before training on or redistributing
 the data; notes reflect the dataset cards at the time of writing) and the quirks the mapping handles.
 tests/test_presets.py builds a small file in each exact schema and file type, quirks included.
-The README's preset table summarises this file."""
+docs/inputs.md#presets summarises this file in a table."""
 from __future__ import annotations
 
 PRESETS: dict[str, dict] = {

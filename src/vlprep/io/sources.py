@@ -254,7 +254,7 @@ def hf_dataset_files(dataset_dir: Path) -> list[Path]:
 
 
 def split_files(path: Path) -> list[Path]:
-    """A verl/trl split's parquet files in order: the parts of its directory (README, "Output parts"),
+    """A verl/trl split's parquet files in order: the parts of its directory (docs/formats.md#output-parts),
     or the one file given."""
     path = Path(path)
     files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path] if path.is_file() else []

@@ -1,6 +1,6 @@
 """Export: one data product (hf_bytes or a built target) as a folder that can be uploaded as a Hugging
 Face Hub dataset repo as it is: parquet shards per split under data/ (images embedded), and the dataset
-card as README.md with `configs`. Uploading is the user's command (docs: products); the pipeline never
+card as README.md with `configs`. Uploading is the user's command (docs/products.md#export-to-the-hub); the pipeline never
 touches the network."""
 from __future__ import annotations
 

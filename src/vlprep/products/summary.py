@@ -1,5 +1,5 @@
 """The headline of every stage's metrics in one small file (summary.json), so `dvc exp show` stays
-readable (docs: dvc workflows). Counts only what the current params build: a target switched off leaves
+readable (docs/dvc.md#comparing-experiments). Counts only what the current params build: a target switched off leaves
 its last metrics files behind, and they must not count."""
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 verl loads this file by its path on every reward worker, where vlprep may not be installed: so it
 uses the standard library only and never imports vlprep.
 
-Rules (README "Reward" has examples):
+Rules (docs/trainers.md#the-reward has examples):
 - format: `<think>...</think>`, then only whitespace, then one `<answer>...</answer>`, then only
   whitespace; exactly one of each of the four tags (a second <answer> block fails the format).
 - answer: the content of the last complete `<answer>...</answer>` block, compared after Unicode NFKC,

@@ -1,5 +1,5 @@
 """ms-swift GRPO reward plugin: vlprep's multiple-choice reward (vlprep.scoring.reward.compute_score, the one
-verl uses) for the rows of data/swift_grpo (README, "LLaMA-Factory and ms-swift").
+verl uses) for the rows of data/swift_grpo (docs/trainers.md#grpo).
 
     swift rlhf --rlhf_type grpo ... --dataset data/swift_grpo/train.parquet \
         --external_plugins src/vlprep/scoring/swift_reward.py --reward_funcs vlprep
