@@ -1,6 +1,7 @@
 """The DVC workflows users rely on, driven through the real `dvc` CLI in a git copy of the project."""
 import json
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -169,21 +170,48 @@ def test_s3_wrong_credentials_and_missing_bucket_fail_clearly(committed_repo, tm
         assert "ERROR: unexpected error - The specified bucket does not exist" in missing.stderr
 
 
-# The README's readable view of `dvc exp show`: changed params and the headline metrics (summary stage).
-EXP_VIEW = ["dvc", "exp", "show", "--only-changed",
-            "--drop", r"^(?!Experiment$|kept\.|(inputs|raw|hf_bytes|tokenizer|verl|trl)\.).*"]
+def exp_view() -> list[str]:
+    """The experiments view docs/dvc.md#comparing-experiments documents, as argv."""
+    text = DOC.read_text()
+    block = text[text.index("<!-- exp-view"):text.index("<!-- end exp-view -->")]
+    command = re.search(r"```bash\n(.*?)```", block, re.S).group(1)
+    return shlex.split(command.replace("\\\n", " "))
 
 
-def test_exp_show_has_a_readable_80_column_view(committed_repo):
+def test_the_documented_exp_view_fits_120_columns_and_always_shows_the_headline(committed_repo):
     repo = committed_repo
+    # A user's inputs: a list of entries (a long value), committed as the baseline.
+    entry = {"path": "data/raw/train", "preset": "reference", "name": "sample"}
+    set_params(repo, **{"inputs.train": [entry, {**entry, "path": "data/raw/train/part-000.parquet"}]})
+    run(["dvc", "repro"], repo)
+    git_commit_all(repo, "list-valued inputs")
     run(["dvc", "exp", "run", "-n", "tight", "-S", "verl.max_prompt_tokens=120"], repo)
-    shown = run(EXP_VIEW, repo, env={"COLUMNS": "80"}).stdout
-    header = next(line for line in shown.splitlines() if "Experiment" in line)
-    # The changed param and the headline it moved, nothing else: about 80 characters wide.
-    assert header.split() == ["Experiment", "kept.test.verl", "kept.train.verl", "verl.max_prompt_tokens"], shown
-    assert "tight" in shown
+    run(["git", "checkout", "--", "."], repo)  # back to the baseline before the next experiment
+    run(["dvc", "checkout", "--force"], repo)
+    run(["dvc", "exp", "run", "-n", "k2", "-S", "hf_bytes.keep_first_k_images=2"], repo)
+    view = exp_view()
+    assert "--no-pager" in view and not any(a.startswith("inputs") for a in view)
+    shown = run(view, repo, env={"COLUMNS": "120"}).stdout
+    lines = shown.splitlines()
+    assert max(map(len, lines)) <= 120, shown
+    header = next(line for line in lines if "Experiment" in line).split()
+    # the rows each trainer target kept, changed or not, come first; then the changed params that fit
+    assert header[:4] == ["Experiment", "kept.test.verl", "kept.train.trl", "kept.train.verl"], shown
+    assert header[4] == "hf_bytes.keep_first_k_images", shown
+    assert not any(h.startswith("inputs.") for h in header), shown
+    kept = {}  # experiment -> kept.train.verl
+    for line in lines:
+        words = line.split()
+        named = [i for i, w in enumerate(words) if w.startswith("[")]
+        if named:
+            kept[words[named[0]].strip("[]")] = int(words[named[0] + 3])
+    baseline = json.loads((repo / "summary.json").read_text())["kept"]["train.verl"]
+    assert kept.keys() == {"tight", "k2"} and kept["k2"] == baseline > kept["tight"], shown
+    wide = run(view, repo, env={"COLUMNS": "200"}).stdout
+    assert "verl.max_prompt_tokens" in wide, wide
     everything = run(["dvc", "exp", "show", "--csv"], repo).stdout.splitlines()[0].split(",")
     assert len(everything) > 100  # the detailed metrics are all still there
+    print(shown)
 
 
 def test_a_split_mapping_is_a_param_of_that_split_only(scratch_repo):
