@@ -1,4 +1,4 @@
-"""The verl stage's rows (docs/formats.md, verl), on the output of the real `dvc repro`."""
+"""The verl stage's rows (docs/formats.md#3-verl), on the output of the real `dvc repro`."""
 import json
 
 import pyarrow as pa
