@@ -74,3 +74,8 @@ def test_code_cites_docs_pages_not_readme_headings():
              if re.search(r"README,? \"|README's [\w-]+ table|in the README\b", line)
              and p.name != "test_docs_links.py"]
     assert stale == []
+
+
+def test_the_readme_is_a_front_door():
+    """What it is, the two commands, the walkthrough, the pipeline and links: the manual lives in docs/."""
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200

@@ -72,3 +72,4 @@ def test_the_walkthrough_runs_verbatim_to_verl_parquet(tmp_path):
         assert glob(str(repo / keys[key])), key
     reward = (repo / keys["reward.custom_reward_function.path"]).read_text()
     assert f"def {keys['reward.custom_reward_function.name']}(" in reward
+    assert verl_command in (REPO / "docs/trainers.md").read_text()  # the same as docs/trainers.md#train-split-only
