@@ -150,12 +150,16 @@ def test_verl_and_trl_train_on_open_ended_rows(open_ended_outputs, trainer_py, t
 @pytest.fixture(scope="session")
 def padded_zoo(repro_repo, tmp_path_factory):
     """tests/test_image_zoo.py's zoo through `dvc repro` with hf_bytes.unfit_image: pad, counted for the
-    tiny model's processor limits (model.min_pixels / max_pixels), so its token counts must be verl's."""
+    tiny model's processor limits (model.min_pixels / max_pixels), so its token counts must be verl's
+    (and LLaMA-Factory's, built with its pre-resize at the bounds its check trains with)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from test_image_zoo import build_zoo
 
     return build_zoo(repro_repo, tmp_path_factory.mktemp("zoo_verl") / "project",
-                     **{"hf_bytes.unfit_image": "pad", "model.min_pixels": 4 * 28 * 28, "model.max_pixels": 64 * 28 * 28})
+                     **{"hf_bytes.unfit_image": "pad", "model.min_pixels": 4 * 28 * 28, "model.max_pixels": 64 * 28 * 28,
+                        # LLaMA-Factory too, with the pre-resize bounds tests/compat/check_llamafactory.py trains with
+                        "targets.llamafactory": ["train"], "llamafactory.image_max_pixels": 64 * 28 * 28,
+                        "llamafactory.image_min_pixels": 4 * 28 * 28})
 
 
 def test_verl_loads_the_image_zoo_with_the_token_counts_in_the_data(padded_zoo, trainer_py, trainer_env, tiny_qwen_dir):

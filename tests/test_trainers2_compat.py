@@ -11,7 +11,7 @@ in the `repro_repo` fixture (data/llamafactory, data/swift, data/swift_grpo).
 import pytest
 
 from conftest import run as run_project, set_params
-from test_trainer_compat import COMPAT, OUTPUT_TAIL, run, trainer_env  # noqa: F401  (trainer_env: fixture)
+from test_trainer_compat import COMPAT, OUTPUT_TAIL, padded_zoo, run, trainer_env  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.trainers
 
@@ -52,6 +52,19 @@ def test_llamafactory_loads_encodes_and_trains(scratch_repo, llamafactory_py, tr
     assert "llamafactory check OK:" in output, output[-OUTPUT_TAIL:]
     assert "vlprep_train: " in output and "vlprep_test: " in output, output[-OUTPUT_TAIL:]  # both encoded
     assert output.count("token counts of") == 2, output[-OUTPUT_TAIL:]
+
+
+def test_llamafactory_loads_the_image_zoo_with_the_token_counts_in_the_data(padded_zoo, llamafactory_py, trainer_env,
+                                                                            tiny_qwen_lf_dir):
+    """LLaMA-Factory's own image path (its image_max_pixels / image_min_pixels resize, the Qwen2-VL plugin's
+    fixes, then the processor) on every zoo image as hf_bytes left it: each row's image pad tokens add up to
+    the image_tokens vlprep wrote, and 2 SFT steps train on them."""
+    cmd = [llamafactory_py, COMPAT / "check_llamafactory.py", "--model-dir", tiny_qwen_lf_dir,
+           "--dataset-dir", padded_zoo / "data", "--dataset", "vlprep_train", "--image-tokens"]
+    rc, output = run(cmd, trainer_env, timeout=1800)
+    print(output)
+    assert rc == 0 and "llamafactory check OK:" in output, output[-OUTPUT_TAIL:]
+    assert "vlprep_train: 13 rows encoded" in output, output[-OUTPUT_TAIL:]
 
 
 def test_swift_loads_encodes_and_trains(all_targets_repo, swift_py, trainer_env, tiny_qwen_lf_dir):

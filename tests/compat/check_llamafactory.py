@@ -15,7 +15,8 @@ For each dataset, with LLaMA-Factory's own code and the `qwen2_vl` template:
    Qwen2-VL multimodal plugin -> supervised processor) keep every row (LLaMA-Factory drops
    malformed rows with only a warning), and each encoded row has one run of <|image_pad|>
    per image whose lengths match the plugin's image_grid_thw, and labels that cover the
-   assistant answer;
+   assistant answer; with `--image-tokens`, the runs of each row add up to the file's `image_tokens`
+   (vlprep's count, after LLaMA-Factory's own image_max_pixels / image_min_pixels resize);
    With `--tokenizer DIR` (the real Qwen2.5-VL tokenizer, data/tokenizer/qwen2_5_vl), each
    row's text tokens as the `qwen2_vl` template encodes them (each <image> as one image pad)
    must equal the file's `total_tokens - image_tokens` (vlprep's token budget);
@@ -91,6 +92,7 @@ def check_raw(path):
     from PIL import Image
 
     table = pq.read_table(path)
+    image_tokens = table.column("image_tokens").to_pylist() if "image_tokens" in table.column_names else None
     failures = []
     for col in ("messages", "images"):
         if col not in table.column_names:
@@ -112,12 +114,14 @@ def check_raw(path):
                 Image.open(io.BytesIO(data) if data is not None else img["path"]).load()
             except Exception as e:  # noqa: BLE001
                 failures.append(f"row {i}: image {k} does not decode: {e!r}")
-        rows.append({"n_images": len(images), "assistant": msgs[-1]["content"] if msgs else ""})
+        rows.append({"n_images": len(images), "assistant": msgs[-1]["content"] if msgs else "",
+                     "image_tokens": image_tokens[i] if image_tokens else None})
     return rows, failures
 
 
-def check_encoding(name, config, raw_rows):
-    """Step 2: LLaMA-Factory's own data pipeline on one dataset. Returns failures."""
+def check_encoding(name, config, raw_rows, image_tokens=False):
+    """Step 2: LLaMA-Factory's own data pipeline on one dataset. Returns failures. image_tokens: also
+    compare each row's pad runs with the file's image_tokens."""
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
@@ -152,6 +156,8 @@ def check_encoding(name, config, raw_rows):
             want = []
         if runs != want:
             failures.append(f"{name} row {i}: <|image_pad|> runs {runs}, want {want} (one per image)")
+        if image_tokens and sum(runs) != raw["image_tokens"]:
+            failures.append(f"{name} row {i}: {runs} pad tokens, the file's image_tokens {raw['image_tokens']}")
         label_ids = [t for t in row["labels"] if t != IGNORE_INDEX]
         labels = tokenizer.decode(label_ids, skip_special_tokens=False)
         if raw["assistant"].strip() not in labels:
@@ -192,6 +198,7 @@ def main(argv=None):
     ap.add_argument("--max-steps", type=int, default=2)
     ap.add_argument("--tokenizer", help="real Qwen2.5-VL tokenizer dir: check the files' token counts")
     ap.add_argument("--finetuning-type", choices=["full", "lora"], default="full")
+    ap.add_argument("--image-tokens", action="store_true", help="pad runs must add up to each row's image_tokens")
     args = ap.parse_args(argv)
 
     t0 = time.monotonic()
@@ -215,7 +222,7 @@ def main(argv=None):
             if args.tokenizer:
                 failures += check_token_counts(name, path, args.tokenizer)
             try:
-                failures += check_encoding(name, config, raw_rows)
+                failures += check_encoding(name, config, raw_rows, args.image_tokens)
             except Exception:  # noqa: BLE001
                 failures.append(f"{name}: LLaMA-Factory get_dataset failed:\n{traceback.format_exc()}")
 
