@@ -115,6 +115,19 @@ def repro_repo(tmp_path_factory) -> Path:
     return mine
 
 
+@pytest.fixture(scope="session")
+def sample_tokenizer(tmp_path_factory) -> str:
+    """The tokenizer the `tokenizer` stage writes (data/tokenizer/qwen2_5_vl), built once per run on its
+    own, so tests that need only it do not wait for `repro_repo`'s whole `dvc repro` (shared: read-only)."""
+    built = run_temp(tmp_path_factory) / "tokenizer-shared"
+    with run_lock(tmp_path_factory, "tokenizer"):
+        if not (built / "done").exists():
+            shutil.rmtree(built, ignore_errors=True)
+            run(["python", "-m", "vlprep.prompting.qwen_tokenizer", str(built / "qwen2_5_vl")], REPO)
+            (built / "done").touch()
+    return str(built / "qwen2_5_vl")
+
+
 ALL_TARGETS = {"targets.llamafactory": ["train", "test"], "targets.swift": ["train"], "targets.swift_grpo": ["train"]}
 
 

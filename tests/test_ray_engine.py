@@ -46,8 +46,8 @@ def outputs(work: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(repro_repo) -> str:
-    return str(repro_repo / "data/tokenizer/qwen2_5_vl")
+def tokenizer(sample_tokenizer) -> str:
+    return sample_tokenizer
 
 
 @pytest.fixture(scope="module")
