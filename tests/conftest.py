@@ -1,7 +1,7 @@
 """Shared fixtures: a real copy of the project in a real git repo, driven by the real `dvc` CLI.
 
 The suite runs on every core with pytest-xdist (pyproject: addopts `-n 2 --dist loadscope`: a module's
-tests stay on one worker, so its module fixtures are built once). What several workers need is built
+tests stay on one worker, so its module fixtures are built once; SLOW_FIRST below). What several workers need is built
 once for the whole run: the `dvc repro` of the sample project (`repro_repo`, under a file lock in the
 run's shared temp dir, then copied per worker) and the trainer virtualenvs (tests/compat/
 conftest_helpers.py, started in the background as soon as the run has collected a trainer test)."""
@@ -241,6 +241,19 @@ def _print_venv_lines(config) -> None:
             return
         if reporter is not None:
             reporter.write_line(line)
+
+
+# The modules that take minutes (full `dvc repro` runs, Ray, the trainers), longest first, run before the
+# rest so that the two xdist workers finish together: loadscope would order modules by their number of
+# tests and leave these few-test modules as a long tail (pyproject: --no-loadscope-reorder keeps this order).
+SLOW_FIRST = ("test_ray_engine.py", "test_dvc_workflows.py", "test_atomic.py", "test_trainer_compat.py",
+              "test_ray_dvc.py", "test_own_data.py", "test_curation.py", "test_adversarial.py",
+              "test_trainers2_compat.py", "test_selection_rebalance.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: else collection order
 
 
 def pytest_collection_finish(session):
