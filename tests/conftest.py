@@ -1,7 +1,7 @@
 """Shared fixtures: a real copy of the project in a real git repo, driven by the real `dvc` CLI.
 
 The suite runs on every core with pytest-xdist (pyproject: addopts `-n 2 --dist loadscope`: a module's
-tests stay on one worker, so its module fixtures are built once). What several workers need is built
+tests stay on one worker, so its module fixtures are built once; SLOW_FIRST below). What several workers need is built
 once for the whole run: the `dvc repro` of the sample project (`repro_repo`, under a file lock in the
 run's shared temp dir, then copied per worker) and the trainer virtualenvs (tests/compat/
 conftest_helpers.py, started in the background as soon as the run has collected a trainer test)."""
@@ -113,6 +113,19 @@ def repro_repo(tmp_path_factory) -> Path:
     mine = tmp_path_factory.mktemp("repro") / "project"
     shutil.copytree(built, mine, symlinks=True)
     return mine
+
+
+@pytest.fixture(scope="session")
+def sample_tokenizer(tmp_path_factory) -> str:
+    """The tokenizer the `tokenizer` stage writes (data/tokenizer/qwen2_5_vl), built once per run on its
+    own, so tests that need only it do not wait for `repro_repo`'s whole `dvc repro` (shared: read-only)."""
+    built = run_temp(tmp_path_factory) / "tokenizer-shared"
+    with run_lock(tmp_path_factory, "tokenizer"):
+        if not (built / "done").exists():
+            shutil.rmtree(built, ignore_errors=True)
+            run(["python", "-m", "vlprep.prompting.qwen_tokenizer", str(built / "qwen2_5_vl")], REPO)
+            (built / "done").touch()
+    return str(built / "qwen2_5_vl")
 
 
 ALL_TARGETS = {"targets.llamafactory": ["train", "test"], "targets.swift": ["train"], "targets.swift_grpo": ["train"]}
@@ -228,6 +241,19 @@ def _print_venv_lines(config) -> None:
             return
         if reporter is not None:
             reporter.write_line(line)
+
+
+# The modules that take minutes (full `dvc repro` runs, Ray, the trainers), longest first, run before the
+# rest so that the two xdist workers finish together: loadscope would order modules by their number of
+# tests and leave these few-test modules as a long tail (pyproject: --no-loadscope-reorder keeps this order).
+SLOW_FIRST = ("test_dvc_workflows.py", "test_ray_engine.py", "test_trainer_compat.py", "test_ray_dvc.py",
+              "test_atomic.py", "test_own_data.py", "test_curation.py", "test_trainers2_compat.py",
+              "test_selection_rebalance.py", "test_adversarial.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: else collection order
 
 
 def pytest_collection_finish(session):

@@ -104,9 +104,9 @@ def adversarial_project(work, tokenizer: str, **params_by_section) -> None:
 
 
 @pytest.fixture(scope="module")
-def adversarial(repro_repo, tmp_path_factory):
+def adversarial(sample_tokenizer, tmp_path_factory):
     work = tmp_path_factory.mktemp("adversarial")
-    adversarial_project(work, str(repro_repo / "data/tokenizer/qwen2_5_vl"))
+    adversarial_project(work, sample_tokenizer)
     build(work)
     return work
 
@@ -217,7 +217,7 @@ MAPPED_ENTRIES = [
 
 
 @pytest.fixture(scope="module")
-def adversarial_mapped(repro_repo, tmp_path_factory):
+def adversarial_mapped(sample_tokenizer, tmp_path_factory):
     import csv
 
     work = tmp_path_factory.mktemp("adversarial_mapped")
@@ -241,7 +241,7 @@ def adversarial_mapped(repro_repo, tmp_path_factory):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["inputs"] = {"train": MAPPED_ENTRIES}
     params["input_data"] = {"train": "in"}
-    params["model"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    params["model"]["tokenizer"] = sample_tokenizer
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     build(work)
     return work

@@ -58,8 +58,8 @@ SFT_TARGETS = {"llamafactory": LLAMAFACTORY, "swift": SWIFT}
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(repro_repo):
-    return str(repro_repo / "data/tokenizer/qwen2_5_vl")
+def tokenizer_dir(sample_tokenizer):
+    return sample_tokenizer
 
 
 def convert_one(target, row, params):

@@ -120,7 +120,7 @@ CHECKS = {"reference": check_reference, "pmc_vqa": check_pmc_vqa, "slake": check
           "path_vqa": check_path_vqa, "omnimedvqa": check_omnimedvqa, "medxpertqa": check_medxpertqa}
 
 
-def test_mixed_split_concatenates_inputs_in_order_and_is_deterministic(tmp_path, repro_repo):
+def test_mixed_split_concatenates_inputs_in_order_and_is_deterministic(tmp_path, sample_tokenizer):
     """PMC-VQA (CSV, MC) + SLAKE (JSON, open) into one train split, then verl and trl on it."""
     pmc, pmc_expected = BUILDERS["pmc_vqa"](tmp_path / "src")
     sl, slake_expected = BUILDERS["slake"](tmp_path / "src")
@@ -137,7 +137,7 @@ def test_mixed_split_concatenates_inputs_in_order_and_is_deterministic(tmp_path,
     assert md5_tree(tmp_path / "data/hf_bytes") == first
 
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["model"]["tokenizer"] = str(repro_repo / "data/tokenizer/qwen2_5_vl")
+    params["model"]["tokenizer"] = sample_tokenizer
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
     run(stage_argv("select", "train"), tmp_path)  # the rows verl/trl leave out (none here)
     run(stage_argv("verl", "train"), tmp_path)
