@@ -246,7 +246,7 @@ def _print_venv_lines(config) -> None:
 # The modules that take minutes (full `dvc repro` runs, Ray, the trainers), longest first, run before the
 # rest so that the two xdist workers finish together: loadscope would order modules by their number of
 # tests and leave these few-test modules as a long tail (pyproject: --no-loadscope-reorder keeps this order).
-SLOW_FIRST = ("test_dvc_workflows.py", "test_ray_engine.py", "test_trainer_compat.py", "test_ray_dvc.py",
+SLOW_FIRST = ("test_dvc_reruns.py", "test_dvc_workflows.py", "test_ray_engine.py", "test_trainer_compat.py", "test_ray_dvc.py",
               "test_atomic.py", "test_own_data.py", "test_curation.py", "test_trainers2_compat.py",
               "test_selection_rebalance.py", "test_adversarial.py")
 

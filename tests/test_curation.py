@@ -529,7 +529,7 @@ def synthetic_rollouts(project: Path, split: str = "train", k: int = 8, seed: in
 
 def test_curation_in_the_pipeline_reruns_only_curation_and_what_follows(scratch_repo):
     from conftest import md5_tree, run, set_params
-    from test_dvc_workflows import REPORTS, TARGETS_TRAIN, repro_ran
+    from test_dvc_reruns import REPORTS, TARGETS_TRAIN, repro_ran
 
     repo = scratch_repo
     test_before = md5_tree(repo / "data/verl/test")

@@ -10,7 +10,7 @@ import pytest
 
 from builders import png
 from conftest import REPO, run, set_params, target_config
-from test_dvc_workflows import REPORTS, TARGETS_TRAIN, repro_ran
+from test_dvc_reruns import REPORTS, TARGETS_TRAIN, repro_ran
 from vlprep.prompting.prompts import ordered_options
 from vlprep.curation.rebalance import KEPT_LETTER, KEPT_POSITION, PERMUTED, order_reference, rebalance_row
 from vlprep.core.schema import HF_BYTES_SCHEMA
