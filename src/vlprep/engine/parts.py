@@ -21,7 +21,7 @@ import pyarrow as pa
 from vlprep.core.metrics import StageStats
 from vlprep.core.schema import arrow_schema
 from vlprep.io.sources import Unit
-from vlprep.core.writers import EmptyOutput, atomic_path, parquet_writer
+from vlprep.core.writers import EarlyWriteback, EmptyOutput, atomic_path, parquet_writer
 
 
 @dataclass(frozen=True)
@@ -90,11 +90,16 @@ def write_part(fmt: PartFormat, path: Path, tables: Iterable[pa.Table]) -> PartI
     retried task (its worker killed mid-write) truncates its own leftover and a part file is whole."""
     tmp = path.with_name(f".{path.name}.partial")
     rows = 0
-    with fmt.open(tmp) as write:
-        for table in tables:
-            if table.num_rows:
-                write(table)
-                rows += table.num_rows
+    writeback = EarlyWriteback(tmp)  # the disk writes the part while the next rows are computed
+    try:
+        with fmt.open(tmp) as write:
+            for table in tables:
+                if table.num_rows:
+                    write(table)
+                    rows += table.num_rows
+                    writeback.grew()
+    finally:
+        writeback.close()
     crc = 0
     with open(tmp, "rb") as f:  # in the page cache: it was just written
         for chunk in iter(lambda: f.read(1 << 24), b""):
