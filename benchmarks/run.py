@@ -257,6 +257,12 @@ def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_t
     for d in ("src", "stages"):
         shutil.copytree(code / d, proj / d)
     shutil.copytree(REPO / "metrics", proj / "metrics")  # in git: summary reads a switched-off target's dir
+    # data/'s folders kept in git (their .gitignore): select depends on data/curation and data/references,
+    # which stay empty unless curation or a reference benchmark is switched on
+    tracked = subprocess.run(["git", "ls-files", "data"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in tracked.stdout.split():
+        (proj / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, proj / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     train, test = raw / "train", sorted((raw / "train").glob("*.parquet"))[0]
     params["inputs"] = params["input_data"] = {"train": str(train), "test": str(test)}
