@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+import zlib
 
 import datasets
 import pyarrow.parquet as pq
@@ -79,7 +80,8 @@ def test_two_full_runs_and_num_proc_give_identical_bytes(scratch_repo, repro_rep
 
 def test_early_writeback_flushes_a_growing_file_and_leaves_it_whole(tmp_path, monkeypatch):
     """writers.EarlyWriteback (parts are flushed to disk while they are written): the published file
-    has every byte, in order, however the background flushes interleave with the writes."""
+    has every byte, in order, and the CRC is that of the whole file, however the background
+    follows interleave with the writes."""
     from vlprep.core.writers import EarlyWriteback, atomic_path
 
     monkeypatch.chdir(tmp_path)
@@ -92,5 +94,6 @@ def test_early_writeback_flushes_a_growing_file_and_leaves_it_whole(tmp_path, mo
                 f.write(chunk)
                 f.flush()
                 writeback.grew()
-        writeback.close()
+        crc = writeback.finish()
     assert final.read_bytes() == b"".join(chunks)
+    assert crc == zlib.crc32(b"".join(chunks))

@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import json
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
@@ -90,20 +89,18 @@ def write_part(fmt: PartFormat, path: Path, tables: Iterable[pa.Table]) -> PartI
     retried task (its worker killed mid-write) truncates its own leftover and a part file is whole."""
     tmp = path.with_name(f".{path.name}.partial")
     rows = 0
-    writeback = EarlyWriteback(tmp)  # the disk writes the part while the next rows are computed
+    follow = EarlyWriteback(tmp)  # flushed and CRC'd as it grows, on the second core
     try:
         with fmt.open(tmp) as write:
             for table in tables:
                 if table.num_rows:
                     write(table)
                     rows += table.num_rows
-                    writeback.grew()
-    finally:
-        writeback.close()
-    crc = 0
-    with open(tmp, "rb") as f:  # in the page cache: it was just written
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            crc = zlib.crc32(chunk, crc)
+                    follow.grew()
+    except BaseException:
+        follow.close()
+        raise
+    crc = follow.finish()
     os.replace(tmp, path)
     return PartInfo(rows, path.stat().st_size, crc)
 
