@@ -238,7 +238,7 @@ def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
     for stage in ("hf_bytes", "verl", "trl"):
         params[stage]["num_proc"] = num_proc
         params[stage]["ray_address"] = None  # a Ray in the stage (RAY_ADDRESS is cleared for the runs)
-    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(tokenizer)
+    params["model"]["tokenizer"] = str(tokenizer)  # read by every target
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return proj
 
