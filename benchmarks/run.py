@@ -238,7 +238,7 @@ def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
     for stage in ("hf_bytes", "verl", "trl"):
         params[stage]["num_proc"] = num_proc
         params[stage]["ray_address"] = None  # a Ray in the stage (RAY_ADDRESS is cleared for the runs)
-    params["verl"]["tokenizer"] = params["trl"]["tokenizer"] = str(tokenizer)
+    params["model"]["tokenizer"] = str(tokenizer)  # read by every target
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return proj
 
@@ -257,6 +257,12 @@ def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_t
     for d in ("src", "stages"):
         shutil.copytree(code / d, proj / d)
     shutil.copytree(REPO / "metrics", proj / "metrics")  # in git: summary reads a switched-off target's dir
+    # data/'s folders kept in git (their .gitignore): select depends on data/curation and data/references,
+    # which stay empty unless curation or a reference benchmark is switched on
+    tracked = subprocess.run(["git", "ls-files", "data"], cwd=REPO, capture_output=True, text=True, check=True)
+    for name in tracked.stdout.split():
+        (proj / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, proj / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     train, test = raw / "train", sorted((raw / "train").glob("*.parquet"))[0]
     params["inputs"] = params["input_data"] = {"train": str(train), "test": str(test)}

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+import zlib
 
 import datasets
 import pyarrow.parquet as pq
@@ -77,3 +78,24 @@ def test_two_full_runs_and_num_proc_give_identical_bytes(scratch_repo, repro_rep
     run(["dvc", "repro", "--force"], scratch_repo)
     for part in ["data", "metrics", "plots"]:
         assert md5_tree(scratch_repo / part) == md5_tree(repro_repo / part), part
+
+
+def test_early_writeback_flushes_a_growing_file_and_leaves_it_whole(tmp_path, monkeypatch):
+    """writers.EarlyWriteback (parts are flushed to disk while they are written): the published file
+    has every byte, in order, and the CRC is that of the whole file, however the background
+    follows interleave with the writes."""
+    from vlprep.core.writers import EarlyWriteback, atomic_path
+
+    monkeypatch.chdir(tmp_path)
+    final = tmp_path / "out" / "part.bin"
+    chunks = [bytes([i]) * 4096 for i in range(64)]
+    with atomic_path(final) as tmp:
+        writeback = EarlyWriteback(tmp, step=8192)
+        with open(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+                f.flush()
+                writeback.grew()
+        crc = writeback.finish()
+    assert final.read_bytes() == b"".join(chunks)
+    assert crc == zlib.crc32(b"".join(chunks))

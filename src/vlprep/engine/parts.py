@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import json
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
@@ -21,7 +20,7 @@ import pyarrow as pa
 from vlprep.core.metrics import StageStats
 from vlprep.core.schema import arrow_schema
 from vlprep.io.sources import Unit
-from vlprep.core.writers import EmptyOutput, atomic_path, parquet_writer
+from vlprep.core.writers import EarlyWriteback, EmptyOutput, atomic_path, parquet_writer
 
 
 @dataclass(frozen=True)
@@ -90,15 +89,18 @@ def write_part(fmt: PartFormat, path: Path, tables: Iterable[pa.Table]) -> PartI
     retried task (its worker killed mid-write) truncates its own leftover and a part file is whole."""
     tmp = path.with_name(f".{path.name}.partial")
     rows = 0
-    with fmt.open(tmp) as write:
-        for table in tables:
-            if table.num_rows:
-                write(table)
-                rows += table.num_rows
-    crc = 0
-    with open(tmp, "rb") as f:  # in the page cache: it was just written
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            crc = zlib.crc32(chunk, crc)
+    follow = EarlyWriteback(tmp)  # flushed and CRC'd as it grows, on the second core
+    try:
+        with fmt.open(tmp) as write:
+            for table in tables:
+                if table.num_rows:
+                    write(table)
+                    rows += table.num_rows
+                    follow.grew()
+    except BaseException:
+        follow.close()
+        raise
+    crc = follow.finish()
     os.replace(tmp, path)
     return PartInfo(rows, path.stat().st_size, crc)
 

@@ -2,6 +2,7 @@
 drift apart again (the reference scripts ordered options differently and one had a literal '\\n')."""
 from __future__ import annotations
 
+import functools
 import json
 
 from vlprep.core.metrics import Rejected
@@ -21,11 +22,18 @@ def ordered_options(options: dict[str, str]) -> list[tuple[str, str]]:
     return first + rest
 
 
+@functools.lru_cache(maxsize=1024)
+def parsed_options(options: str) -> dict[str, str]:
+    """An hf_bytes row's options (a JSON object string) as a dict, parsed once however many parts of a
+    target read it (the chat, the problem, the metrics): the same string hits the cache. Read-only."""
+    return json.loads(options)
+
+
 def problem_text(question: str, options: dict[str, str] | str | None) -> str:
     """INSTRUCTION + question + options: the user text of every prompt. An open or yes/no question
     (no options: null, or an empty mapping) has no options block; the instruction is the same."""
     if isinstance(options, str):
-        options = json.loads(options)
+        options = parsed_options(options)
     body = f"Question: {question}"
     if options:
         body += "\n\nOptions:" + "".join(f"\n\n{k}. {v}" for k, v in ordered_options(options))

@@ -4,7 +4,6 @@ once: reading hf_bytes units, the images' token budget, rendering the chat, the 
 that keeps image bytes out of worker pipes, and running the stage."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property, partial
 from pathlib import Path
@@ -21,7 +20,7 @@ from vlprep.core import paths
 from vlprep.core.params import ParamsError
 from vlprep.core.sections import ModelParams, TargetParams
 from vlprep.engine.parts import ParquetParts, Parted
-from vlprep.prompting.prompts import final_answer, reject_reserved_markers, verl_prompt_content
+from vlprep.prompting.prompts import final_answer, parsed_options, reject_reserved_markers, verl_prompt_content
 from vlprep.curation.rebalance import rebalance_row
 from vlprep.engine.runner import Post, run_stage
 from vlprep.core.failures import InputError
@@ -89,7 +88,7 @@ def read_problem(row: dict, cfg: Config, stats: StageStats) -> Problem:
             stats.counts["images_resized"] += 1
         images.append({"bytes": data, "path": None})
         tokens.append(profile.image_tokens(info.width, info.height))
-    return Problem(json.loads(row["options"]) if row["options"] else {}, images, tokens)
+    return Problem(parsed_options(row["options"]) if row["options"] else {}, images, tokens)
 
 
 @dataclass
@@ -235,7 +234,7 @@ class TrainerTarget:
             options = prepared[i]["options"]
             if options is not None:
                 stats.tally("answer_letter", prepared[i]["answer_label"])
-            stats.observe("options_per_row", len(json.loads(options)) if options is not None else 0)
+            stats.observe("options_per_row", len(parsed_options(options)) if options is not None else 0)
             return out
 
         return map_rows(rows, row_fn, self.schema, where, first_row, source=batch if complete else None,

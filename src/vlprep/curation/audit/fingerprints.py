@@ -1,7 +1,7 @@
 """Fingerprints of one image or one item (question + options): what the audit compares instead of the
 contents themselves.
 
-- an image: its content key (SHA-256 of the encoded bytes, first 128 bits) and a 64-bit perceptual hash
+- an image: its content key (XXH3-128 of the encoded bytes) and a 64-bit perceptual hash
   (imagehash pHash or dHash) of a cheaply decoded grayscale thumbnail;
 - an item: its key after normalisation (case, Unicode form, punctuation, whitespace; option labels and
   order ignored) and MinHash signatures of the word shingles of its question and of its options.
@@ -16,6 +16,7 @@ import unicodedata
 import warnings
 
 import numpy as np
+import xxhash
 from PIL import Image, ImageFilter
 
 HASH_BITS = 64  # imagehash with hash_size=8: an 8x8 bit matrix, stored as one uint64
@@ -29,9 +30,10 @@ class ImageUnhashable(Exception):
 
 
 def content_key(data: bytes) -> bytes:
-    """Exact identity of encoded image bytes: SHA-256, first 128 bits (SHA-256 runs on the CPU's SHA
-    instructions where present: ~2x blake2b or md5 here, and this is the audit's cost per image byte)."""
-    return hashlib.sha256(data).digest()[:16]
+    """Exact identity of encoded image bytes: XXH3-128. This is the audit's cost per image byte, and
+    XXH3 runs at ~28 GB/s here where SHA-256 ran at 1.6 (15% of the audit's time at 20k rows); a
+    non-cryptographic 128-bit hash tells apart accidental copies as well, and the audit needs no more."""
+    return xxhash.xxh3_128_digest(data)
 
 
 def decode(data: bytes, size: int = THUMBNAIL, colour: bool = False) -> Image.Image:

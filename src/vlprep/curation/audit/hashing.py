@@ -53,13 +53,12 @@ def hash_unit(unit: Unit, config: AuditParams) -> tuple[pa.Table, StageStats]:
     recent = _recent_prints(config.hash_cache_images)
     stats = StageStats()
     cols = {name: [] for name in RECORD_SCHEMA.names}
-    images = table.column("images").to_pylist()
+    images = _image_buffers(table.column("images"))
     questions, options = table.column("question").to_pylist(), table.column("options").to_pylist()
     answers, labels = table.column("answer").to_pylist(), table.column("answer_label").to_pylist()
     for i in range(table.num_rows):
         keys, prints, hashed = [], [], []
-        for image in images[i] or []:
-            data = image.get("bytes") if image else None
+        for data in images[i]:
             stats.counts["images"] += 1
             if not data:
                 stats.counts["images_unhashable"] += 1
@@ -92,6 +91,20 @@ def hash_unit(unit: Unit, config: AuditParams) -> tuple[pa.Table, StageStats]:
     cols["dataset_index"] = table.column("dataset_index").combine_chunks()
     stats.rows_in = stats.rows_out = table.num_rows
     return pa.table(cols, schema=RECORD_SCHEMA), stats
+
+
+def _image_buffers(column: pa.ChunkedArray) -> list[list]:
+    """Per row, its images' encoded bytes as Arrow buffers (None for a missing image): views of the
+    unit's memory, never copied into Python bytes (hashing reads them in place)."""
+    rows = []
+    for images in column.chunks:  # chunk by chunk: combining them would copy every image
+        lengths = pc.list_value_length(images).fill_null(0).to_numpy(zero_copy_only=False)
+        data = pc.struct_field(pc.list_flatten(images), "bytes")
+        valid = data.is_valid().to_numpy(zero_copy_only=False)
+        buffers = [data[j].as_buffer() if valid[j] else None for j in range(len(data))]
+        ends = np.cumsum(lengths)
+        rows += [buffers[end - n:end] for n, end in zip(lengths, ends)]
+    return rows
 
 
 class _Recent:
