@@ -3,8 +3,11 @@ keys, MinHash signatures, and per image its content key, perceptual and layout h
 thumbnail), and records read back as numpy columns."""
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
@@ -54,24 +57,19 @@ def hash_unit(unit: Unit, config: AuditParams) -> tuple[pa.Table, StageStats]:
     stats = StageStats()
     cols = {name: [] for name in RECORD_SCHEMA.names}
     images = _image_buffers(table.column("images"))
+    keys_of = [[content_key(data) if data else None for data in row] for row in images]
+    found_of = _fingerprints(images, keys_of, recent, config.image_hash)
     questions, options = table.column("question").to_pylist(), table.column("options").to_pylist()
     answers, labels = table.column("answer").to_pylist(), table.column("answer_label").to_pylist()
     for i in range(table.num_rows):
         keys, prints, hashed = [], [], []
-        for data in images[i]:
+        for key in keys_of[i]:
             stats.counts["images"] += 1
-            if not data:
+            if key is None:
                 stats.counts["images_unhashable"] += 1
                 continue
-            key = content_key(data)
             keys.append(key)
-            found = recent.get((key, config.image_hash))
-            if found is None:
-                try:
-                    found = image_fingerprint(data, config.image_hash)
-                except ImageUnhashable:
-                    found = False
-                recent.put((key, config.image_hash), found)
+            found = found_of[key]
             if found is False:
                 stats.counts["images_unhashable"] += 1
             prints.append(found or _UNHASHED)
@@ -91,6 +89,45 @@ def hash_unit(unit: Unit, config: AuditParams) -> tuple[pa.Table, StageStats]:
     cols["dataset_index"] = table.column("dataset_index").combine_chunks()
     stats.rows_in = stats.rows_out = table.num_rows
     return pa.table(cols, schema=RECORD_SCHEMA), stats
+
+
+def _fingerprints(images: list[list], keys: list[list], recent: "_Recent", method: str) -> dict:
+    """{content key: image_fingerprint or False (unhashable)} for every image of the unit: from the
+    recent ones, else computed, the distinct new images in threads. Decoding is most of the audit's time
+    and Pillow releases the GIL while it decodes and resizes, so the other cores share it; unlike more
+    processes (num_proc), threads share one cache, where each process would decode the images its rows
+    have in common with another's."""
+    found, todo = {}, {}
+    for row_images, row_keys in zip(images, keys):
+        for data, key in zip(row_images, row_keys):
+            if key is None or key in found or key in todo:
+                continue
+            cached = recent.get((key, method))
+            if cached is None:
+                todo[key] = data
+            else:
+                found[key] = cached
+    for key, result in zip(todo, _pool().map(partial(_fingerprint_or_false, method=method), todo.values())):
+        recent.put((key, method), result)
+        found[key] = result
+    return found
+
+
+def _fingerprint_or_false(data, method: str):
+    try:
+        return image_fingerprint(data, method)
+    except ImageUnhashable:
+        return False
+
+
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One thread per core this process may use (created on first use: a forked worker makes its own)."""
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)), thread_name_prefix="vlprep-audit"))
+    return _POOL[0]
 
 
 def _image_buffers(column: pa.ChunkedArray) -> list[list]:
