@@ -1,5 +1,6 @@
 """A stage killed mid-write leaves nothing at its final path that looks complete; the next
 `dvc repro` rebuilds correctly."""
+import hashlib
 import os
 import signal
 import subprocess
@@ -82,7 +83,7 @@ def test_two_full_runs_and_num_proc_give_identical_bytes(scratch_repo, repro_rep
 
 def test_early_writeback_flushes_a_growing_file_and_leaves_it_whole(tmp_path, monkeypatch):
     """writers.EarlyWriteback (parts are flushed to disk while they are written): the published file
-    has every byte, in order, and the CRC is that of the whole file, however the background
+    has every byte, in order, and the CRC and MD5 are those of the whole file, however the background
     follows interleave with the writes."""
     from vlprep.core.writers import EarlyWriteback, atomic_path
 
@@ -96,6 +97,7 @@ def test_early_writeback_flushes_a_growing_file_and_leaves_it_whole(tmp_path, mo
                 f.write(chunk)
                 f.flush()
                 writeback.grew()
-        crc = writeback.finish()
+        crc, md5 = writeback.finish()
     assert final.read_bytes() == b"".join(chunks)
     assert crc == zlib.crc32(b"".join(chunks))
+    assert md5 == hashlib.md5(b"".join(chunks)).hexdigest()

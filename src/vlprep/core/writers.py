@@ -9,6 +9,7 @@ that no longer exist; `rm -rf .vlprep/tmp` clears it by hand when no stage is ru
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import threading
@@ -37,68 +38,99 @@ WORK_AREA = Path(".vlprep/tmp")
 
 
 class EarlyWriteback:
-    """Follows a file while it is written (append-only), in a background thread, every `step` bytes:
-    flushes the new bytes to disk and adds them to the file's CRC-32. atomic_path fsyncs every output
-    before publishing it; left alone, the kernel kept gigabytes of a large output dirty until then and
-    the stage waited for the whole disk write at its end, then read the file back for its CRC. Followed,
-    the disk writes and the CRC is computed on the second core while the stage goes on; only the last
-    step's bytes are left for the end. Durability is unchanged: atomic_path still fsyncs every file."""
+    """Follows a file while it is written (append-only), in two background threads, every `step` bytes:
+    one flushes the new bytes to disk, the other adds them to the file's CRC-32 and MD5. atomic_path
+    fsyncs every output before publishing it; left alone, the kernel kept gigabytes of a large output
+    dirty until then and the stage waited for the whole disk write at its end, then read the file back
+    for its CRC. Followed, the disk writes while the stage goes on and the digests are computed on the
+    second core (apart from the flush, which waits on the disk: one thread doing both fell behind the
+    writes); only the last step's bytes are left for the end. Durability is unchanged: atomic_path still
+    fsyncs every file. The CRC fingerprints the output in the metrics; the MD5 is the hash DVC keys its
+    cache by, handed to it so it need not read the file again (io/dvc_state.py)."""
 
     def __init__(self, path: Path, step: int = 128 << 20):
         self.path, self.step = path, step
-        self.done, self.crc = 0, 0  # bytes flushed and in crc
+        self.crc, self.md5 = 0, hashlib.md5()
         self.fd: int | None = None
-        self.thread: threading.Thread | None = None
-        self.error: OSError | None = None
+        self.flush = _Follow(lambda start, end: os.fsync(self.fd), "vlprep-writeback")
+        self.digest = _Follow(self._digest, "vlprep-digest")
+
+    def _digest(self, start: int, end: int) -> None:
+        self.crc = _digest_range(self.fd, start, end, self.crc, self.md5)
 
     def grew(self) -> None:
-        """Call after each write: starts following the new bytes when `step` of them are waiting and
-        no follow is running."""
-        if self.thread is not None and self.thread.is_alive():
+        """Call after each write: starts a follow over the new bytes when `step` of them are waiting for
+        it and it is not running."""
+        if self.flush.busy() and self.digest.busy():
             return
         if self.fd is None:
             self.fd = os.open(self.path, os.O_RDONLY)  # fsync flushes the file, whichever descriptor
         size = os.fstat(self.fd).st_size
-        if size - self.done >= self.step:
-            self.thread = threading.Thread(target=self._follow, args=(size,), name="vlprep-writeback", daemon=True)
-            self.thread.start()
+        for follow in (self.flush, self.digest):
+            if not follow.busy() and size - follow.done >= self.step:
+                follow.start(size)
 
-    def _follow(self, end: int) -> None:
+    def finish(self) -> tuple[int, str]:
+        """Once the file is complete: its CRC-32 and MD5 (hex). The rest is flushed by a last background
+        fsync, which closes the descriptor (atomic_path waits for it)."""
         try:
-            os.fsync(self.fd)  # releases the GIL, as do pread and crc32 of large buffers
-            self.crc, self.done = _crc_range(self.fd, self.done, end, self.crc), end
-        except OSError as e:
-            self.error = e
-
-    def finish(self) -> int:
-        """Once the file is complete: its CRC-32. The rest is flushed by a last background fsync, which
-        closes the descriptor (atomic_path waits for it)."""
-        if self.thread is not None:
-            self.thread.join()
-        if self.error is not None:
+            self.flush.join()
+            self.digest.join()
+        except OSError:
             self.close()
-            raise self.error
+            raise
         fd = self.fd if self.fd is not None else os.open(self.path, os.O_RDONLY)
         self.fd = None
-        self.crc = _crc_range(fd, self.done, os.fstat(fd).st_size, self.crc)
+        self.crc = _digest_range(fd, self.digest.done, os.fstat(fd).st_size, self.crc, self.md5)
         _flush(fd, close=True)
-        return self.crc
+        return self.crc, self.md5.hexdigest()
 
     def close(self) -> None:
-        """Stop following (the write failed): wait for a running follow, release the descriptor."""
-        if self.thread is not None:
-            self.thread.join()
+        """Stop following (the write failed): wait for running follows, release the descriptor."""
+        for follow in (self.flush, self.digest):
+            follow.join(raise_error=False)
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
-def _crc_range(fd: int, start: int, end: int, crc: int) -> int:
+class _Follow:
+    """One background job at a time over a growing file's bytes [done, end); done advances when it ends."""
+
+    def __init__(self, job, name: str):
+        self.job, self.name = job, name
+        self.done = 0
+        self.thread: threading.Thread | None = None
+        self.error: OSError | None = None
+
+    def busy(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, end: int) -> None:
+        def run() -> None:
+            try:
+                self.job(self.done, end)  # fsync, pread, crc32 and md5 of large buffers release the GIL
+                self.done = end
+            except OSError as e:
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name=self.name, daemon=True)
+        self.thread.start()
+
+    def join(self, raise_error: bool = True) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None and raise_error:
+            raise self.error
+
+
+def _digest_range(fd: int, start: int, end: int, crc: int, md5) -> int:
     while start < end:
         chunk = os.pread(fd, min(1 << 24, end - start), start)  # in the page cache: just written
         if not chunk:
-            raise OSError(f"file shorter than {end} bytes while its CRC was computed")
+            raise OSError(f"file shorter than {end} bytes while its digests were computed")
         crc = zlib.crc32(chunk, crc)
+        md5.update(chunk)  # releases the GIL too
         start += len(chunk)
     return crc
 

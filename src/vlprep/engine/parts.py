@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from vlprep.core.metrics import StageStats
 from vlprep.core.schema import arrow_schema
+from vlprep.io.dvc_state import record_hashes
 from vlprep.io.sources import Unit
 from vlprep.core.writers import EarlyWriteback, EmptyOutput, atomic_path, parquet_writer
 
@@ -28,6 +29,8 @@ class PartInfo:
     rows: int
     nbytes: int  # file size (named as pa.Table's, so progress reporting takes either)
     crc: int  # crc32 of the file's bytes
+    name: str = ""  # the file's name in the split's directory
+    md5: str = ""  # md5 (hex) of the file's bytes: what DVC hashes it by
 
 
 class PartFormat(Protocol):
@@ -89,7 +92,7 @@ def write_part(fmt: PartFormat, path: Path, tables: Iterable[pa.Table]) -> PartI
     retried task (its worker killed mid-write) truncates its own leftover and a part file is whole."""
     tmp = path.with_name(f".{path.name}.partial")
     rows = 0
-    follow = EarlyWriteback(tmp)  # flushed and CRC'd as it grows, on the second core
+    follow = EarlyWriteback(tmp)  # flushed and digested as it grows, on the second core
     try:
         with fmt.open(tmp) as write:
             for table in tables:
@@ -100,9 +103,9 @@ def write_part(fmt: PartFormat, path: Path, tables: Iterable[pa.Table]) -> PartI
     except BaseException:
         follow.close()
         raise
-    crc = follow.finish()
+    crc, md5 = follow.finish()
     os.replace(tmp, path)
-    return PartInfo(rows, path.stat().st_size, crc)
+    return PartInfo(rows, path.stat().st_size, crc, path.name, md5)
 
 
 class Observer(Protocol):
@@ -192,6 +195,8 @@ class Parted:
                 raise EmptyOutput(f"{self.final}: zero rows")
             if self.finish:
                 self.finish(tmp, infos, stats)
+        # Published: hand DVC the parts' md5s, so its commit after the stage need not read them again.
+        record_hashes({self.final / info.name: info.md5 for info in infos})
         return rows
 
 
