@@ -96,6 +96,10 @@ KEPT = ("hf_bytes", "ref_hf_bytes")  # the input of later stages: kept until the
 # sides, JPEG and PNG alternating by row, only the image forms real data has, no bad rows; row groups of
 # 100 rows, as `datasets` writes image datasets; 5000 rows per file.
 PROFILES = {"scan": 6, "figure": 3}  # profile -> max images per row
+# The rows draw their images from a pool of this many (half JPEG, half PNG): ~10 uses an image at 20k figure
+# rows, like VQA-RAD or SLAKE (many questions per image). --image-pool 40000 at 20k rows: most images
+# used once or twice, like PMC-VQA, where the audit decodes nearly every image.
+POOL = 4096
 
 
 def sample_config(rows: int, pool: int, profile: str):
@@ -111,7 +115,7 @@ def ensure_raw(rows: int, pool: int, profile: str) -> Path:
     from vlprep.ingest.sample import write_split
 
     config = sample_config(rows, pool, profile)
-    out = WORK / (f"raw-{rows}" if profile == "scan" else f"raw-{profile}-{rows}")
+    out = WORK / ((f"raw-{rows}" if profile == "scan" else f"raw-{profile}-{rows}") + ("" if pool == POOL else f"-pool{pool}"))
     meta = {**dataclasses.asdict(config), "image_forms": list(config.image_forms)}
     if (out / "meta.json").is_file() and json.loads((out / "meta.json").read_text())["config"] == meta:
         return out
@@ -184,18 +188,26 @@ def measure_child(out_json: str, cmd: list[str]) -> None:
                                           "driver_rss_mb": driver_peak / 2**20, "worker_rss_mb": worker_peak / 2**20}))
 
 
+PIPELINE_FILES = ("dvc.yaml", "params.yaml", ".dvc/config")
+
+
 def snapshot_code(ref: str | None) -> tuple[Path, str]:
-    """Copy src/ and stages/ (of the work tree, or of git REF) under benchmarks/work/ and run the stages
-    from there: others edit the tree during a long run, and every number must belong to one code state."""
+    """Copy src/ and stages/, and the pipeline files that go with them (dvc.yaml lists the modules each
+    stage imports), of the work tree or of git REF, under benchmarks/work/ and run the stages from there:
+    others edit the tree during a long run, and every number must belong to one code state."""
     tmp = WORK / "code.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     if ref:
-        archive = subprocess.run(["git", "archive", ref, "src", "stages"], cwd=REPO, capture_output=True, check=True)
+        archive = subprocess.run(["git", "archive", ref, "src", "stages", *PIPELINE_FILES], cwd=REPO,
+                                 capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive.stdout, check=True)
     else:
         for d in ("src", "stages"):
             shutil.copytree(REPO / d, tmp / d, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        for name in PIPELINE_FILES:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(REPO / name, tmp / name)
     digest = hashlib.sha256()
     for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
         digest.update(str(f.relative_to(tmp)).encode() + b"\0" + f.read_bytes())
@@ -251,9 +263,11 @@ def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_t
     proj = WORK / "e2e"
     shutil.rmtree(proj, ignore_errors=True)
     (proj / ".dvc").mkdir(parents=True)
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
+    for name in (".gitignore", ".dvcignore", ".dvc/.gitignore"):
         if (REPO / name).is_file():
             shutil.copy(REPO / name, proj / name)
+    for name in ("dvc.yaml", ".dvc/config"):  # the code's own (its params.yaml: below)
+        shutil.copy(code / name, proj / name)
     for d in ("src", "stages"):
         shutil.copytree(code / d, proj / d)
     shutil.copytree(REPO / "metrics", proj / "metrics")  # in git: summary reads a switched-off target's dir
@@ -263,7 +277,7 @@ def make_e2e_project(raw: Path, code: Path, num_proc: int, targets: str, cache_t
     for name in tracked.stdout.split():
         (proj / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, proj / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((code / "params.yaml").read_text())
     train, test = raw / "train", sorted((raw / "train").glob("*.parquet"))[0]
     params["inputs"] = params["input_data"] = {"train": str(train), "test": str(test)}
     if targets == "core_np":
@@ -346,7 +360,7 @@ def main() -> None:
     ap.add_argument("--engines", nargs="+", default=["local"], choices=["local", "ray"],
                     help="ray adds ray_startup and hf_bytes/verl/trl@ray (needs the ray extra)")
     # 4096: a 1 MB parquet page (what zstd sees at once) holds ~1% repeated image bytes.
-    ap.add_argument("--image-pool", type=int, default=4096, help="distinct images the rows draw from")
+    ap.add_argument("--image-pool", type=int, default=POOL, help="distinct images the rows draw from")
     ap.add_argument("--profile", choices=PROFILES, default="scan", help="raw data: image sizes (see PROFILES)")
     ap.add_argument("--out", type=Path, help="default: benchmarks/results.json (scan), results-<profile>.json")
     ap.add_argument("--repeat", type=int, default=1, help="runs per measurement; the median is kept")
