@@ -45,12 +45,13 @@ class EarlyWriteback:
     for its CRC. Followed, the disk writes while the stage goes on and the digests are computed on the
     second core (apart from the flush, which waits on the disk: one thread doing both fell behind the
     writes); only the last step's bytes are left for the end. Durability is unchanged: atomic_path still
-    fsyncs every file. The CRC fingerprints the output in the metrics; the MD5 is the hash DVC keys its
-    cache by, handed to it so it need not read the file again (io/dvc_state.py)."""
+    fsyncs every file. The CRC fingerprints the output in the metrics; the MD5 (md5=True: wanted under
+    `dvc repro`) is the hash DVC keys its cache by, handed to it so it need not read the file again
+    (io/dvc_state.py)."""
 
-    def __init__(self, path: Path, step: int = 128 << 20):
+    def __init__(self, path: Path, step: int = 128 << 20, md5: bool = True):
         self.path, self.step = path, step
-        self.crc, self.md5 = 0, hashlib.md5()
+        self.crc, self.md5 = 0, hashlib.md5() if md5 else None
         self.fd: int | None = None
         self.flush = _Follow(lambda start, end: os.fsync(self.fd), "vlprep-writeback")
         self.digest = _Follow(self._digest, "vlprep-digest")
@@ -71,8 +72,8 @@ class EarlyWriteback:
                 follow.start(size)
 
     def finish(self) -> tuple[int, str]:
-        """Once the file is complete: its CRC-32 and MD5 (hex). The rest is flushed by a last background
-        fsync, which closes the descriptor (atomic_path waits for it)."""
+        """Once the file is complete: its CRC-32 and MD5 (hex; "" without md5). The rest is flushed by a
+        last background fsync, which closes the descriptor (atomic_path waits for it)."""
         try:
             self.flush.join()
             self.digest.join()
@@ -83,7 +84,7 @@ class EarlyWriteback:
         self.fd = None
         self.crc = _digest_range(fd, self.digest.done, os.fstat(fd).st_size, self.crc, self.md5)
         _flush(fd, close=True)
-        return self.crc, self.md5.hexdigest()
+        return self.crc, self.md5.hexdigest() if self.md5 else ""
 
     def close(self) -> None:
         """Stop following (the write failed): wait for running follows, release the descriptor."""
@@ -130,7 +131,8 @@ def _digest_range(fd: int, start: int, end: int, crc: int, md5) -> int:
         if not chunk:
             raise OSError(f"file shorter than {end} bytes while its digests were computed")
         crc = zlib.crc32(chunk, crc)
-        md5.update(chunk)  # releases the GIL too
+        if md5 is not None:
+            md5.update(chunk)  # releases the GIL too
         start += len(chunk)
     return crc
 

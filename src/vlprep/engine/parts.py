@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from vlprep.core.metrics import StageStats
 from vlprep.core.schema import arrow_schema
-from vlprep.io.dvc_state import record_hashes
+from vlprep.io.dvc_state import record_hashes, wants_hashes
 from vlprep.io.sources import Unit
 from vlprep.core.writers import EarlyWriteback, EmptyOutput, atomic_path, parquet_writer
 
@@ -92,7 +92,7 @@ def write_part(fmt: PartFormat, path: Path, tables: Iterable[pa.Table]) -> PartI
     retried task (its worker killed mid-write) truncates its own leftover and a part file is whole."""
     tmp = path.with_name(f".{path.name}.partial")
     rows = 0
-    follow = EarlyWriteback(tmp)  # flushed and digested as it grows, on the second core
+    follow = EarlyWriteback(tmp, md5=wants_hashes())  # flushed and digested as it grows, on the second core
     try:
         with fmt.open(tmp) as write:
             for table in tables:

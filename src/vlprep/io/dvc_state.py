@@ -23,10 +23,17 @@ MIN_BYTES = 256 << 20
 log = logging.getLogger(__name__)
 
 
+def wants_hashes() -> bool:
+    """Whether DVC runs this stage (and would take its outputs' md5s): outside `dvc repro` the stages
+    do not spend the CPU on them."""
+    return bool(os.environ.get("DVC_ROOT"))
+
+
 def record_hashes(md5s: dict[Path, str]) -> bool:
     """Save {path: md5 hex} as DVC's known hashes of these files (module docstring). Returns whether
     it did; paths are resolved against the project root DVC runs the stage in."""
     root = os.environ.get("DVC_ROOT")
+    md5s = {p: md5 for p, md5 in md5s.items() if md5}  # "": not computed (e.g. a Ray worker without DVC_ROOT)
     if not root or not md5s or sum(_size(p) for p in md5s) < MIN_BYTES:
         return False
     try:
