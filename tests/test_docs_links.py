@@ -9,7 +9,9 @@ import pytest
 from conftest import REPO
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted((REPO / "benchmarks").glob("*.md"))]
-CODE = [p for d in ("src", "stages", "tests", "benchmarks") for p in sorted((REPO / d).rglob("*.py"))]
+# The project's own code: not what benchmarks/work/ holds (git-ignored: the reference scripts and their venv)
+CODE = [p for d in ("src", "stages", "tests", "benchmarks") for p in sorted((REPO / d).rglob("*.py"))
+        if (REPO / "benchmarks" / "work") not in p.parents]
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 CITATION = re.compile(r"\bdocs/([\w-]+\.md)(#[\w-]+)?")
