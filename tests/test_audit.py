@@ -213,6 +213,30 @@ def test_within_train_pairs_link_each_copy_to_the_first(tmp_path):
     assert pairs == {(r, 0, "train_exact_image") for r in range(1, 5)}  # k copies: k-1 pairs, not k*k
 
 
+
+def test_forked_workers_fingerprint_after_the_parent_used_its_decode_threads(tmp_path):
+    """hashing._pool: the audit run in-process with num_proc=1 leaves its decode threads idle; workers
+    forked by a later num_proc=2 run inherit that pool without its threads and must make their own, not
+    wait forever (hash_cache_images=0: nothing comes from the inherited cache). Run in a child with a
+    timeout, so a regression fails instead of hanging the suite."""
+    write_splits(tmp_path, rows_per_batch=3)
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_audit import run_audit
+from pathlib import Path
+root = Path({str(tmp_path)!r})
+one = run_audit(root, hash_cache_images=0)  # in this process: its decode threads start
+time.sleep(0.5)  # the threads go idle
+from vlprep.curation.audit.run import audit
+from vlprep.io.sources import hf_dataset_files, plan_arrow_units
+from test_audit import DEFAULTS
+units = [plan_arrow_units(hf_dataset_files(root / "data/hf_bytes" / s)) for s in ("train", "test")]
+two = audit(*units, DEFAULTS.model_copy(update={{"hash_cache_images": 0}}), num_proc=2)
+assert two.pairs.equals(one.pairs) and two.pairs.num_rows
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+
 # ---------------------------------------------------------------- the stage: outputs and determinism
 
 def run_stage(project: Path, **params) -> dict[str, str]:

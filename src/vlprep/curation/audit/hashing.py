@@ -120,14 +120,17 @@ def _fingerprint_or_false(data, method: str):
         return False
 
 
-_POOL: list[ThreadPoolExecutor] = []
+_POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
 def _pool() -> ThreadPoolExecutor:
-    """One thread per core this process may use (created on first use: a forked worker makes its own)."""
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)), thread_name_prefix="vlprep-audit"))
-    return _POOL[0]
+    """One thread per core this process may use, made by the process that uses it: a worker forked
+    (engine/executor.py) after its parent used its pool inherits the pool without its threads, and work
+    handed to it would wait forever."""
+    pid = os.getpid()
+    if pid not in _POOLS:
+        _POOLS[pid] = ThreadPoolExecutor(max_workers=len(os.sched_getaffinity(0)), thread_name_prefix="vlprep-audit")
+    return _POOLS[pid]
 
 
 def _image_buffers(column: pa.ChunkedArray) -> list[list]:
