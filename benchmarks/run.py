@@ -235,17 +235,17 @@ def measure(cmd: list[str], cwd: Path, code: Path, env: dict | None = None) -> d
 def stage_cmd(code: Path, stage: str, split: str = "train") -> list[str]:
     """The command dvc.yaml runs for stage@split, with the script from the code snapshot; without the
     selection file (stage select's output), which the scratch project has no stage to write."""
-    body = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    body = yaml.safe_load((code / "dvc.yaml").read_text())["stages"][stage]
     cmd = body.get("do", body)["cmd"].replace("${key}", split).replace("${item}", split).split()
     return [sys.executable, str(code / cmd[1]), *(a for a in cmd[2:] if not a.startswith("data/select/"))]
 
 
-def make_project(raw: Path, tokenizer: Path, num_proc: int) -> Path:
-    """A scratch project dir: the repo's params.yaml with inputs and num_proc set for this run."""
+def make_project(raw: Path, tokenizer: Path, num_proc: int, code: Path) -> Path:
+    """A scratch project dir: the code snapshot's params.yaml with inputs and num_proc set for this run."""
     proj = WORK / "proj"
     shutil.rmtree(proj, ignore_errors=True)
     proj.mkdir(parents=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load((code / "params.yaml").read_text())
     params["inputs"] = {"train": str(raw / "train"), "test": str(raw / "train")}
     for stage in ("hf_bytes", "verl", "trl"):
         params[stage]["num_proc"] = num_proc
@@ -330,13 +330,13 @@ def measure_e2e(proj: Path, code: Path) -> dict:
     return m
 
 
-def set_stage_params(proj: Path, stage: str, overrides: dict) -> None:
+def set_stage_params(proj: Path, stage: str, overrides: dict, code: Path) -> None:
     """The stage's params as make_project wrote them, with `overrides` (a variant's) on top."""
     params = yaml.safe_load((proj / "params.yaml").read_text())
-    repo_params = yaml.safe_load((REPO / "params.yaml").read_text())[stage]
+    code_params = yaml.safe_load((code / "params.yaml").read_text())[stage]
     changed = {"engine", *(k for _, changes in VARIANTS.values() for k in changes), *(k for v in AUDIT_VARIANTS.values() for k in v)}
-    for key in changed & set(repo_params):  # undo earlier variants
-        params[stage][key] = repo_params[key]
+    for key in changed & set(code_params):  # undo earlier variants
+        params[stage][key] = code_params[key]
     params[stage].update(overrides)
     (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
@@ -394,7 +394,7 @@ def main() -> None:
         for d in [raw / "train", *ref_raw]:  # warm cache
             subprocess.run(["cat", *map(str, d.glob("*.parquet"))], stdout=subprocess.DEVNULL)
         for num_proc in args.num_proc:
-            proj = make_project(raw, tokenizer, num_proc)
+            proj = make_project(raw, tokenizer, num_proc, code)
             for stage in [s for s in STAGES if s in args.stages]:
                 if stage in SINGLE_PROCESS and num_proc != args.num_proc[0]:
                     continue  # single-process: measured once per N, listed as num_proc 1
@@ -414,7 +414,7 @@ def main() -> None:
                     cmd = [sys.executable, "-c", RAY_STARTUP, str(num_proc)]
                 elif stage in RAY_STAGES:
                     script = stage.split("@")[0]
-                    set_stage_params(proj, script, {"engine": "ray"})
+                    set_stage_params(proj, script, {"engine": "ray"}, code)
                     cmd = stage_cmd(code, script)
                     if script == "hf_bytes":  # beside the local engine's, which verl and trl read
                         cmd[-1] = OUTPUTS[stage]
@@ -425,11 +425,11 @@ def main() -> None:
                 elif stage == "tokenizer_load":
                     cmd = [sys.executable, "-c", TOKENIZER_LOAD, str(tokenizer)]
                 elif stage in AUDIT_VARIANTS:
-                    set_stage_params(proj, "audit", {"num_proc": num_proc, **AUDIT_VARIANTS[stage]})
+                    set_stage_params(proj, "audit", {"num_proc": num_proc, **AUDIT_VARIANTS[stage]}, code)
                     cmd = stage_cmd(code, "audit")
                 else:
                     script, overrides = VARIANTS.get(stage, (stage, {}))
-                    set_stage_params(proj, script, overrides)
+                    set_stage_params(proj, script, overrides, code)
                     cmd = stage_cmd(code, script)
                 out = proj / (OUTPUTS[stage] or "no-output")
                 # Wall time varies by up to ~1.6x between identical runs here (other work on the machine,

@@ -31,7 +31,7 @@ def wants_hashes() -> bool:
 
 def record_hashes(md5s: dict[Path, str]) -> bool:
     """Save {path: md5 hex} as DVC's known hashes of these files (module docstring). Returns whether
-    it did; paths are resolved against the project root DVC runs the stage in."""
+    it did; relative paths are from the working directory (DVC runs a stage in its wdir)."""
     root = os.environ.get("DVC_ROOT")
     md5s = {p: md5 for p, md5 in md5s.items() if md5}  # "": not computed (e.g. a Ray worker without DVC_ROOT)
     if not root or not md5s or sum(_size(p) for p in md5s) < MIN_BYTES:
@@ -43,8 +43,7 @@ def record_hashes(md5s: dict[Path, str]) -> bool:
 
         repo = Repo(root)
         try:
-            items = [(os.path.join(root, os.path.relpath(os.path.abspath(p), root)), HashInfo("md5", md5), None)
-                     for p, md5 in md5s.items()]
+            items = [(os.path.abspath(p), HashInfo("md5", md5), None) for p, md5 in md5s.items()]
             repo.state.save_many(items, LocalFileSystem())
         finally:
             repo.close()
